@@ -1,0 +1,1 @@
+"""Application shell: settings, ASGI app, context, broadcast, outbox relay, command line."""

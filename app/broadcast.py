@@ -1,0 +1,316 @@
+"""Live order events: our own small layer over broadcaster.
+
+broadcaster 0.3.1 alone is not enough (see shared STACK-NOTES): after a Redis drop its
+listener dies silently, its per-subscriber queues are unbounded, and racing first
+subscribers can miss messages. So:
+
+* The process holds **one** upstream subscription (``EventHub``), watched by a heartbeat:
+  it publishes a ping every ``HEARTBEAT_SECONDS`` and expects it back; a failed publish or a
+  missing ping tears the connection down and reconnects with backoff. ``/readyz`` reports it.
+* Broadcast messages are thin: ``{"upto": N}`` says "events up to sequence N are committed".
+  Sequences are dense and follow commit order (``db.uow``), so the hub reads the events it
+  has not seen yet from the event log, in order, and fans them out locally. A lost, late or
+  duplicated message therefore never loses, reorders or duplicates an event; after a
+  reconnect the hub simply catches up from the log.
+* Each local subscriber has a bounded queue. On overflow its queue is dropped and it
+  resynchronises from the event log from its own last sequence: memory stays bounded and
+  nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from broadcaster import Broadcast
+
+from app.loaders import Loaders
+from db.database import Database
+from db.models import OrderEvent
+from resolvers.events import EventFilterArgs, events_after, last_sequence
+
+log = logging.getLogger("ordergraph.broadcast")
+
+CHANNEL = "ordergraph.order-events"
+HEARTBEAT_SECONDS = 1.0
+HEARTBEAT_MISSES = 3
+RECONNECT_MAX_SECONDS = 5.0
+READ_BATCH = 500
+
+Delivery = tuple[OrderEvent, Loaders]
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    filter: EventFilterArgs
+    queue: asyncio.Queue[tuple[OrderEvent, int, Loaders] | None]
+    overflowed: bool = False
+
+
+@dataclass
+class HubStatus:
+    connected: bool = False
+    last_error: str | None = None
+    reconnects: int = 0
+    position: int = 0
+    subscribers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EventHub:
+    def __init__(
+        self,
+        db: Database,
+        url: str,
+        *,
+        queue_size: int = 1000,
+        loaders_factory: Callable[[Database], Loaders] = Loaders,
+    ) -> None:
+        self.db = db
+        self.url = url
+        self.queue_size = queue_size
+        self._loaders_factory = loaders_factory
+        self._subscribers: set[_Subscriber] = set()
+        self.position = 0  # every event up to here has been handed to local subscribers
+        self._wanted = 0  # highest sequence announced so far
+        self._wake = asyncio.Event()
+        self._broadcast: Broadcast | None = None
+        self._connected = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._nonce = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._last_ping = 0.0
+        self.status = HubStatus()
+
+    # lifecycle -------------------------------------------------------------------------
+
+    async def start(self, connect_timeout: float = 10.0) -> None:
+        self.position = self._wanted = await last_sequence(self.db)
+        self._tasks = [
+            asyncio.create_task(self._connection_loop(), name="hub-connection"),
+            asyncio.create_task(self._delivery_loop(), name="hub-delivery"),
+        ]
+        try:
+            await asyncio.wait_for(self._connected.wait(), connect_timeout)
+        except TimeoutError:
+            log.warning(
+                "broadcast %s not reachable yet; retrying in the background", _redact(self.url)
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        for sub in list(self._subscribers):
+            sub.queue.put_nowait(None)
+
+    @property
+    def ready(self) -> bool:
+        return self._connected.is_set()
+
+    # publishing (the outbox relay calls this after commit) ------------------------------
+
+    async def announce(self, upto: int) -> None:
+        """Tell every process that events up to ``upto`` are committed."""
+        broadcast = self._broadcast
+        if broadcast is None or not self.ready:
+            raise ConnectionError("broadcast is not connected")
+        await broadcast.publish(CHANNEL, json.dumps({"upto": upto}))
+
+    # subscribing ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, f: EventFilterArgs, after: int | None
+    ) -> AsyncIterator[AsyncIterator[Delivery]]:
+        """Events matching ``f``: the stored ones after ``after`` first (when given), then
+        live ones, each exactly once and in sequence order."""
+        sub = _Subscriber(f, asyncio.Queue(self.queue_size))
+        # Register before reading the log, so no event can fall between replay and live.
+        self._subscribers.add(sub)
+        start = self.position if not after else after
+        try:
+            yield self._stream(sub, start)
+        finally:
+            self._subscribers.discard(sub)
+
+    async def _stream(self, sub: _Subscriber, last: int) -> AsyncIterator[Delivery]:
+        # Stored events up to where the hub stands now; later ones are already queued.
+        async for delivery in self._read(sub.filter, last, self.position):
+            last = delivery[0].sequence
+            yield delivery
+        while True:
+            if sub.overflowed:
+                sub.overflowed = False
+                while not sub.queue.empty():
+                    sub.queue.get_nowait()
+                log.info("slow subscriber overflowed; resynchronising from sequence %s", last)
+                async for delivery in self._read(sub.filter, last, self.position):
+                    last = delivery[0].sequence
+                    yield delivery
+                continue
+            item = await sub.queue.get()
+            if item is None:
+                if sub.overflowed:
+                    continue
+                return  # the hub is stopping
+            event, _customer, loaders = item
+            if event.sequence <= last:
+                continue
+            last = event.sequence
+            yield event, loaders
+
+    async def _read(self, f: EventFilterArgs, after: int, upto: int) -> AsyncIterator[Delivery]:
+        while after < upto:
+            rows = await events_after(self.db, after, f, up_to=upto, limit=READ_BATCH)
+            if not rows:
+                return
+            loaders = self._loaders_factory(self.db)
+            for event, _customer in rows:
+                yield event, loaders
+            after = rows[-1][0].sequence
+
+    # the connection ---------------------------------------------------------------------
+
+    async def _connection_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._connect_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any backend failure: report, back off, reconnect
+                self.status.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("broadcast connection lost: %s", self.status.last_error)
+            self._connected.clear()
+            self.status.connected = False
+            self._broadcast = None
+            self.status.reconnects += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+
+    async def _connect_once(self) -> None:
+        broadcast = Broadcast(self.url)
+        await broadcast.connect()
+        try:
+            async with broadcast.subscribe(CHANNEL) as upstream:
+                self._broadcast = broadcast
+                self._last_ping = time.monotonic()
+                heartbeat = asyncio.create_task(self._heartbeat(broadcast))
+                try:
+                    self._connected.set()
+                    self.status.connected = True
+                    self.status.last_error = None
+                    # Catch up on whatever was committed while we were away.
+                    self._wanted = max(self._wanted, await last_sequence(self.db))
+                    self._wake.set()
+                    while True:
+                        if heartbeat.done():
+                            heartbeat.result()  # raises what broke it
+                        try:
+                            message = await asyncio.wait_for(upstream.get(), HEARTBEAT_SECONDS)
+                        except TimeoutError:
+                            message = None
+                        if message is not None:
+                            self._on_message(message.message)
+                        if (
+                            time.monotonic() - self._last_ping
+                            > HEARTBEAT_SECONDS * HEARTBEAT_MISSES
+                        ):
+                            raise ConnectionError("broadcast heartbeat lost")
+                finally:
+                    heartbeat.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await heartbeat
+        finally:
+            self._broadcast = None
+            self._connected.clear()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(broadcast.disconnect(), 2)
+
+    async def _heartbeat(self, broadcast: Broadcast) -> None:
+        while True:
+            await asyncio.wait_for(
+                broadcast.publish(CHANNEL, json.dumps({"ping": self._nonce})), HEARTBEAT_SECONDS * 2
+            )
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def _on_message(self, raw: str) -> None:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            log.warning("ignoring a malformed broadcast message")
+            return
+        if data.get("ping") == self._nonce:
+            self._last_ping = time.monotonic()
+        upto = data.get("upto")
+        if isinstance(upto, int) and upto > self._wanted:
+            self._wanted = upto
+            self._wake.set()
+
+    # delivery ---------------------------------------------------------------------------
+
+    async def _delivery_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._deliver_up_to(self._wanted)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the event log failed; retrying")
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    async def _deliver_up_to(self, upto: int) -> None:
+        while self.position < upto:
+            if not self._subscribers:
+                self.position = upto  # nobody listens here: nothing to read
+                return
+            rows = await events_after(
+                self.db, self.position, EventFilterArgs(), up_to=upto, limit=READ_BATCH
+            )
+            if not rows:
+                # Announced but not visible yet (replica lag would do this): try again soon.
+                await asyncio.sleep(0.05)
+                self._wake.set()
+                return
+            loaders = self._loaders_factory(self.db)
+            for event, customer_id in rows:
+                self._fan_out(event, customer_id, loaders)
+                self.position = event.sequence
+
+    def _fan_out(self, event: OrderEvent, customer_id: int, loaders: Loaders) -> None:
+        for sub in self._subscribers:
+            if sub.overflowed or not sub.filter.matches(event, customer_id):
+                continue
+            try:
+                sub.queue.put_nowait((event, customer_id, loaders))
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                while not sub.queue.empty():
+                    sub.queue.get_nowait()
+                sub.queue.put_nowait(None)  # wake the consumer so it resynchronises
+
+    def describe(self) -> HubStatus:
+        self.status.position = self.position
+        self.status.subscribers = len(self._subscribers)
+        return self.status
+
+
+def _redact(url: str) -> str:
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,169 @@
+"""The GraphQL endpoint: Strawberry's ASGI view with our context, error policy and the
+GraphQL-over-HTTP media type ``application/graphql-response+json`` and its status codes."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import StrawberryGraphQLError
+from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.http.base import HTTPException
+from strawberry.types import ExecutionResult
+
+from app.broadcast import EventHub
+from app.context import Context
+from app.loaders import Loaders
+from db.database import Database, StatementCounter, statement_counter
+from domain.errors import DomainError
+from domain.orders import PricingPolicy
+
+log = logging.getLogger("ordergraph.http")
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def _is_expected(error: GraphQLError) -> bool:
+    original = error.original_error
+    return original is None or isinstance(
+        original, (GraphQLError, DomainError, StrawberryGraphQLError)
+    )
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Syntax, validation and our own input errors stay readable; anything unexpected is
+    logged with the request id and answered with a generic message and that id."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            should_mask_error=lambda e: not _is_expected(e), error_message="Internal error."
+        )
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        request_id = request_id_var.get()
+        log.error(
+            "unexpected error in request %s at %s",
+            request_id,
+            error.path,
+            exc_info=error.original_error,
+        )
+        return GraphQLError(
+            message=self.error_message,
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+        )
+
+
+class SqlStatementCount(SchemaExtension):
+    """Debug only: report how many SQL statements the operation ran."""
+
+    def on_operation(self) -> Iterator[None]:
+        self._counter = StatementCounter()
+        token = statement_counter.set(self._counter)
+        try:
+            yield
+        finally:
+            statement_counter.reset(token)
+
+    def get_results(self) -> dict[str, Any]:
+        return {"debug": {"sqlStatements": self._counter.count}}
+
+
+def _preferred_media_type(accept: str | None) -> str | None:
+    """application/json unless the client lists graphql-response+json first; None when it
+    accepts neither."""
+    if not accept:
+        return "application/json"
+    for part in accept.split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media == GRAPHQL_RESPONSE_JSON:
+            return GRAPHQL_RESPONSE_JSON
+        if media in {"application/json", "application/*", "*/*"}:
+            return "application/json"
+    return None
+
+
+class GraphQLView(GraphQL):  # type: ignore[type-arg]
+    def __init__(
+        self, schema: Any, *, db: Database, hub: EventHub, pricing: PricingPolicy, **kwargs: Any
+    ) -> None:
+        super().__init__(schema, **kwargs)
+        self.db = db
+        self.hub = hub
+        self.pricing = pricing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id_var.set(uuid.uuid4().hex[:16])
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as e:
+            response = PlainTextResponse(e.reason, status_code=e.status_code)
+            if request.method == "GET" and "not allowed when using GET" in e.reason:
+                # GraphQL over HTTP: mutations only by POST.
+                response = PlainTextResponse(e.reason, status_code=405, headers={"Allow": "POST"})
+        response.headers["X-Request-Id"] = request_id_var.get()
+        await response(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        return Context(
+            request=request,
+            response=response,
+            db=self.db,
+            loaders=Loaders(self.db),
+            pricing=self.pricing,
+            stream=self.hub,
+            actor="api",
+            request_id=request_id_var.get(),
+        )
+
+    async def run(self, request: Any, context: Any = None, root_value: Any = None) -> Any:
+        is_http = request.scope["type"] == "http"
+        media = _preferred_media_type(request.headers.get("accept")) if is_http else None
+        if (
+            is_http
+            and request.method in {"GET", "POST"}
+            and media is None
+            and "text/html" not in (request.headers.get("accept") or "")
+        ):
+            raise HTTPException(406, f"Accept application/json or {GRAPHQL_RESPONSE_JSON}.")
+        kwargs: dict[str, Any] = {}
+        if context is not None:
+            kwargs["context"] = context
+        if root_value is not None:
+            kwargs["root_value"] = root_value
+        result = await super().run(request, **kwargs)
+        if (
+            is_http
+            and media == GRAPHQL_RESPONSE_JSON
+            and isinstance(result, Response)
+            and result.media_type == "application/json"
+        ):
+            result.headers["content-type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+            if getattr(request.state, "graphql_request_error", False):
+                result.status_code = 400
+        return result
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        processed = await super().process_result(request, result)
+        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+            # Parse or validation failure: nothing was executed.
+            request.state.graphql_request_error = True
+            if _preferred_media_type(request.headers.get("accept")) == GRAPHQL_RESPONSE_JSON:
+                processed.pop("data", None)  # type: ignore[misc]
+        return processed

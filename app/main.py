@@ -1,0 +1,134 @@
+"""The ASGI application: ``app.main:create_app(settings)``; ``app.main:app`` for uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
+from strawberry.extensions.max_aliases import create_validator as max_aliases
+from strawberry.extensions.query_depth_limiter import create_validator as max_depth
+from strawberry.schema import Schema
+
+from app.broadcast import EventHub
+from app.http import GraphQLView, MaskUnexpectedErrors, SqlStatementCount
+from app.outbox import OutboxRelay
+from app.settings import Settings
+from db.database import Database
+from schema import build_schema
+
+log = logging.getLogger("ordergraph")
+
+MAX_DEPTH = 12
+MAX_ALIASES = 30
+MAX_TOKENS = 5_000
+# Built once: rule classes made per request would defeat the validation cache.
+VALIDATION_RULES = [max_depth(MAX_DEPTH, None, None), max_aliases(MAX_ALIASES)]
+
+
+def make_schema(debug: bool = False) -> Schema:
+    extensions: list[Any] = [
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: AddValidationRules(VALIDATION_RULES),
+        MaskUnexpectedErrors,
+    ]
+    if debug:
+        extensions.append(SqlStatementCount)
+    return build_schema(extensions)
+
+
+class Services:
+    """The long-lived parts, started and stopped by the app's lifespan."""
+
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.database_url)
+        self.hub = EventHub(
+            self.db, settings.broadcast_url, queue_size=settings.subscriber_queue_size
+        )
+        self.relay = OutboxRelay(self.db, self.hub, settings.outbox_sweep_seconds)
+        self.db.after_commit = self.relay.on_commit
+
+    async def start(self) -> None:
+        await self.hub.start()
+        await self.relay.start()
+
+    async def stop(self) -> None:
+        await self.relay.stop()
+        await self.hub.stop()
+        await self.db.dispose()
+
+
+def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
+    services = Services(settings, db)
+    view = GraphQLView(
+        make_schema(settings.debug),
+        db=services.db,
+        hub=services.hub,
+        pricing=settings.pricing,
+        connection_init_wait_timeout=timedelta(seconds=10),
+        max_subscriptions_per_connection=50,
+        allowed_origins=settings.allowed_origins,
+    )
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        checks: dict[str, Any] = {}
+        try:
+            async with services.db.reader() as s:
+                await s.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        hub = services.hub.describe()
+        checks["broadcast"] = "ok" if hub.connected else f"unreachable: {hub.last_error}"
+        checks["broadcastReconnects"] = hub.reconnects
+        ok = checks["database"] == "ok" and checks["broadcast"] == "ok"
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", view, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", view),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # ``app.main:app`` is built on first access, so importing this module reads no settings.
+    if name == "app":
+        return create_app(Settings.from_env())
+    raise AttributeError(name)

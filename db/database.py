@@ -1,0 +1,96 @@
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL (scale-out)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from db.models import OrderEvent
+
+
+class StatementCounter:
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+# Set per request (debug mode) so the API can report how many SQL statements it ran.
+statement_counter: contextvars.ContextVar[StatementCounter | None] = contextvars.ContextVar(
+    "statement_counter", default=None
+)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _count_statement(*_args: Any) -> None:
+    counter = statement_counter.get()
+    if counter is not None:
+        counter.count += 1
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let us emit BEGIN ourselves (see _sqlite_begin); pysqlite's implicit transactions
+    # would begin too late for a writer to hold the lock from the start.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class Database:
+    """Owns the engines. Writers on SQLite take the write lock at BEGIN (``BEGIN IMMEDIATE``)
+    and queue on an in-process lock first, so they never fail on lock upgrade and never spin
+    in SQLite's busy handler against each other; readers never block (WAL)."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        self.after_commit: Callable[[Sequence[OrderEvent]], None] | None = None
+        if self.is_sqlite:
+            self.write_engine = self._sqlite_engine(url, "BEGIN IMMEDIATE", echo)
+            self.read_engine = self._sqlite_engine(url, "BEGIN", echo)
+            self.write_lock: asyncio.Lock | None = asyncio.Lock()
+        else:
+            self.write_engine = create_async_engine(
+                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+            self.read_engine = self.write_engine
+            self.write_lock = None
+        for engine in {self.write_engine, self.read_engine}:
+            event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
+        self.write_session = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self.read_session = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @staticmethod
+    def _sqlite_engine(url: str, begin: str, echo: bool) -> AsyncEngine:
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+
+        def on_begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", on_begin)
+        return engine
+
+    def reader(self) -> AsyncSession:
+        return self.read_session()
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()

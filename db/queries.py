@@ -1,0 +1,159 @@
+"""Reusable query pieces: keyset (cursor) pagination that runs LIMIT n+1, never OFFSET."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from domain.errors import DomainError, ErrorCode
+from domain.validation import MAX_PAGE_SIZE
+
+T = TypeVar("T")
+DEFAULT_PAGE_SIZE = 20
+
+
+class InvalidCursor(DomainError):
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            ErrorCode.INVALID_INPUT, f"`{field}` is not a valid cursor for this list.", [field]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """A keyset: the sort column and direction; the primary key breaks ties the same way."""
+
+    name: str
+    column: InstrumentedAttribute[Any]
+    id_column: InstrumentedAttribute[Any]
+    descending: bool
+    kind: str  # "int" | "datetime" | "str"
+
+
+@dataclass(slots=True)
+class PageArgs:
+    first: int | None = None
+    after: str | None = None
+    last: int | None = None
+    before: str | None = None
+
+
+@dataclass(slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    cursors: list[str]
+    has_next_page: bool
+    has_previous_page: bool
+    count: Callable[[], Any]  # awaitable factory: runs COUNT(*) only when totalCount is asked
+
+
+def _encode_value(value: Any, kind: str) -> Any:
+    if kind == "datetime":
+        return int(value.timestamp() * 1_000_000)
+    return value
+
+
+def _decode_value(value: Any, kind: str) -> Any:
+    if kind == "datetime":
+        if not isinstance(value, int):
+            raise ValueError
+        return datetime.fromtimestamp(value / 1_000_000, UTC)
+    if kind == "int" and not isinstance(value, int):
+        raise ValueError
+    if kind == "str" and not isinstance(value, str):
+        raise ValueError
+    return value
+
+
+def encode_cursor(key: SortKey, value: Any, id_: int) -> str:
+    raw = json.dumps([key.name, _encode_value(value, key.kind), id_], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(key: SortKey, cursor: str, field: str) -> tuple[Any, int]:
+    try:
+        if len(cursor) > 200:
+            raise ValueError
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        name, value, id_ = json.loads(raw)
+        if name != key.name or not isinstance(id_, int) or isinstance(id_, bool):
+            raise ValueError
+        return _decode_value(value, key.kind), id_
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor(field) from exc
+
+
+def _beyond(key: SortKey, value: Any, id_: int, forward: bool) -> Any:
+    # Rows strictly after (value, id) in the direction of travel.
+    ascending = forward != key.descending
+    if ascending:
+        return or_(key.column > value, and_(key.column == value, key.id_column > id_))
+    return or_(key.column < value, and_(key.column == value, key.id_column < id_))
+
+
+def check_page_args(args: PageArgs) -> None:
+    if args.first is not None and args.last is not None:
+        raise DomainError(ErrorCode.INVALID_INPUT, "Pass `first` or `last`, not both.", ["first"])
+    for name in ("first", "last"):
+        n = getattr(args, name)
+        if n is not None and not 0 <= n <= MAX_PAGE_SIZE:
+            raise DomainError(
+                ErrorCode.INVALID_INPUT, f"`{name}` must be between 0 and {MAX_PAGE_SIZE}.", [name]
+            )
+
+
+async def paginate(
+    session: AsyncSession,
+    stmt: Select[Any],
+    key: SortKey,
+    args: PageArgs,
+    count: Callable[[], Any],
+    row_value: Callable[[Any], Any],
+) -> Page[Any]:
+    """Run one keyset page of ``stmt`` (already filtered) ordered by ``key``."""
+    check_page_args(args)
+    backward = args.last is not None
+    size = args.last if backward else (args.first if args.first is not None else DEFAULT_PAGE_SIZE)
+    assert size is not None
+    if args.after:
+        value, id_ = decode_cursor(key, args.after, "after")
+        stmt = stmt.where(_beyond(key, value, id_, forward=True))
+    if args.before:
+        value, id_ = decode_cursor(key, args.before, "before")
+        stmt = stmt.where(_beyond(key, value, id_, forward=False))
+    ascending = backward == key.descending
+    order = (
+        [key.column.asc(), key.id_column.asc()]
+        if ascending
+        else [key.column.desc(), key.id_column.desc()]
+    )
+    rows = list((await session.execute(stmt.order_by(*order).limit(size + 1))).scalars())
+    more = len(rows) > size
+    rows = rows[:size]
+    if backward:
+        rows.reverse()
+    cursors = [encode_cursor(key, row_value(r), r.id) for r in rows]
+    return Page(
+        items=rows,
+        cursors=cursors,
+        has_next_page=more if not backward else bool(args.before),
+        has_previous_page=more if backward else bool(args.after),
+        count=count,
+    )
+
+
+def count_of(stmt: Select[Any]) -> Select[Any]:
+    return select(func.count()).select_from(stmt.order_by(None).subquery())
+
+
+def in_chunks(values: Sequence[T], size: int = 500) -> list[Sequence[T]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import IdempotencyRecord
+from domain.errors import DomainError, ErrorCode
+
+T = TypeVar("T")
+
+
+def request_hash(payload: dict[str, Any]) -> str:
+    """A stable fingerprint of a request, to tell a retry from a different request."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def get_or_not_found(
+    session: AsyncSession,
+    model: type[Any],
+    id_: int,
+    field: list[str],
+    label: str,
+    *,
+    for_update: bool = False,
+) -> Any:
+    stmt = select(model).where(model.id == id_)
+    if for_update:
+        stmt = stmt.with_for_update()
+    obj = (await session.execute(stmt)).scalar_one_or_none()
+    if obj is None:
+        raise DomainError(ErrorCode.NOT_FOUND, f"No {label} with this id.", field)
+    return obj
+
+
+async def replay(
+    session: AsyncSession, scope: str, key: str | None, fingerprint: str, model: type[Any]
+) -> Any | None:
+    """The resource an earlier request with this idempotency key created, if any."""
+    if key is None:
+        return None
+    record = (
+        await session.execute(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
+            )
+        )
+    ).scalar_one_or_none()
+    if record is None:
+        return None
+    if record.request_hash != fingerprint:
+        raise DomainError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "This idempotency key was used for a different request.",
+            ["input", "idempotencyKey"],
+        )
+    return await session.get(model, record.resource_id)
+
+
+def remember(
+    session: AsyncSession, scope: str, key: str | None, fingerprint: str, resource_id: int
+) -> None:
+    if key is not None:
+        session.add(
+            IdempotencyRecord(
+                scope=scope, key=key, request_hash=fingerprint, resource_id=resource_id
+            )
+        )
+
+
+async def retry_on_conflict(call: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
+    """Run a transaction again when a concurrent one won a unique key: the retry then sees
+    the winner's row (an idempotent replay, or a clear ALREADY_EXISTS)."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")

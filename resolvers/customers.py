@@ -1,0 +1,117 @@
+"""Customer use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.database import Database
+from db.models import Customer
+from db.queries import Page, PageArgs, SortKey, count_of, paginate
+from db.uow import UnitOfWork
+from domain import validation as v
+from domain.errors import DomainError, ErrorCode, raise_if_any
+from resolvers.common import remember, replay, request_hash, retry_on_conflict
+
+
+@dataclass(slots=True)
+class NewCustomer:
+    name: str
+    email: str
+    phone: str | None = None
+    addresses: list[dict[str, str | None]] = field(default_factory=list)
+
+
+MAX_ADDRESSES = 20
+
+
+def validate_new_customer(c: NewCustomer, path: Sequence[str]) -> list[DomainError]:
+    errors = v.text(c.name, [*path, "name"], max_length=v.MAX_NAME_LENGTH)
+    errors += v.email(c.email, [*path, "email"])
+    errors += v.phone(c.phone, [*path, "phone"])
+    if len(c.addresses) > MAX_ADDRESSES:
+        errors.append(
+            DomainError(
+                ErrorCode.INVALID_INPUT, f"At most {MAX_ADDRESSES} addresses.", [*path, "addresses"]
+            )
+        )
+    for i, address in enumerate(c.addresses[:MAX_ADDRESSES]):
+        errors += v.address(address, [*path, "addresses", str(i)])
+    return errors
+
+
+def _clean(c: NewCustomer) -> Customer:
+    return Customer(
+        name=c.name.strip(),
+        email=c.email.strip().lower(),
+        phone=c.phone,
+        addresses=[{k: val for k, val in a.items() if val} for a in c.addresses],
+    )
+
+
+async def find_or_create_customer(session: AsyncSession, c: NewCustomer) -> Customer:
+    """Guest checkout: an inline customer whose email we know is that customer."""
+    email = c.email.strip().lower()
+    existing = (
+        await session.execute(select(Customer).where(Customer.email == email))
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    customer = _clean(c)
+    session.add(customer)
+    await session.flush()
+    return customer
+
+
+async def create_customer(
+    db: Database, c: NewCustomer, actor: str, idempotency_key: str | None = None
+) -> Customer:
+    errors = validate_new_customer(c, ["input"])
+    errors += v.text(
+        idempotency_key,
+        ["input", "idempotencyKey"],
+        max_length=v.MAX_IDEMPOTENCY_KEY_LENGTH,
+        required=False,
+    )
+    raise_if_any(errors)
+    fingerprint = request_hash(asdict(c))
+
+    async def run() -> Customer:
+        async with UnitOfWork(db, actor) as uow:
+            s = uow.session
+            if found := await replay(s, "createCustomer", idempotency_key, fingerprint, Customer):
+                return found  # type: ignore[no-any-return]
+            email = c.email.strip().lower()
+            if (await s.execute(select(Customer.id).where(Customer.email == email))).first():
+                raise DomainError(
+                    ErrorCode.ALREADY_EXISTS,
+                    "A customer with this email already exists.",
+                    ["input", "email"],
+                )
+            customer = _clean(c)
+            s.add(customer)
+            await s.flush()
+            remember(s, "createCustomer", idempotency_key, fingerprint, customer.id)
+            await uow.commit()
+            return customer
+
+    return await retry_on_conflict(run)
+
+
+CUSTOMER_SORT = SortKey("id", Customer.id, Customer.id, False, "int")
+
+
+async def list_customers(db: Database, email: str | None, args: PageArgs) -> Page[Customer]:
+    stmt = select(Customer)
+    if email:
+        stmt = stmt.where(Customer.email == email.strip().lower())
+
+    async def count() -> int:
+        async with db.reader() as s:
+            return int((await s.execute(count_of(stmt))).scalar_one())
+
+    async with db.reader() as s:
+        return await paginate(s, stmt, CUSTOMER_SORT, args, count, lambda c: c.id)
