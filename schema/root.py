@@ -108,7 +108,7 @@ class Query:
         self,
         info: Ctx,
         filter: OrderFilter | None = None,
-        sort: OrderSort = OrderSort.PLACED_AT_DESC,
+        sort: OrderSort | None = None,
         first: int | None = None,
         after: str | None = None,
         last: int | None = None,
