@@ -44,6 +44,9 @@ class UnitOfWork:
     ) -> None:
         try:
             if not self._committed:
+                # Detach first: a use case may return what it read (an idempotent replay)
+                # without committing, and rollback would expire those objects.
+                self.session.expunge_all()
                 await self.session.rollback()
             await self.session.close()
         finally:

@@ -117,7 +117,10 @@ class Query:
         f = filter.args() if filter else orders.OrderFilterArgs()
         page = await run_query(
             orders.list_orders(
-                info.context.db, f, sort.value, page_args(first, after, last, before)
+                info.context.db,
+                f,
+                (sort or OrderSort.PLACED_AT_DESC).value,
+                page_args(first, after, last, before),
             )
         )
         return OrderConnection.build(page, Order.from_model)
