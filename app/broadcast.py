@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broadcaster import Broadcast
+from broadcaster._backends.redis import RedisBackend
 
 from app.loaders import Loaders
 from db.database import Database
@@ -112,6 +113,8 @@ class EventHub:
                 await task
         self._tasks = []
         for sub in list(self._subscribers):
+            while not sub.queue.empty():  # a full queue must not stop the shutdown
+                sub.queue.get_nowait()
             sub.queue.put_nowait(None)
 
     @property
@@ -138,7 +141,7 @@ class EventHub:
         sub = _Subscriber(f, asyncio.Queue(self.queue_size))
         # Register before reading the log, so no event can fall between replay and live.
         self._subscribers.add(sub)
-        start = self.position if not after else after
+        start = self.position if after is None else after
         try:
             yield self._stream(sub, start)
         finally:
@@ -200,7 +203,7 @@ class EventHub:
             backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
     async def _connect_once(self) -> None:
-        broadcast = Broadcast(self.url)
+        broadcast = _make_broadcast(self.url)
         await broadcast.connect()
         try:
             async with broadcast.subscribe(CHANNEL) as upstream:
@@ -307,6 +310,25 @@ class EventHub:
         self.status.position = self.position
         self.status.subscribers = len(self._subscribers)
         return self.status
+
+
+class _RedisBackend(RedisBackend):
+    """broadcaster's Redis backend, with its listener released only once SUBSCRIBE is done.
+
+    Upstream sets the ready flag before subscribing; redis-py records the channel only after
+    sending the command, so the listener can start, find no channel, stop listening and wait
+    for a flag that is never set again: the subscription then receives nothing at all.
+    """
+
+    async def subscribe(self, channel: str) -> None:
+        await self._pubsub.subscribe(channel)
+        self._ready.set()
+
+
+def _make_broadcast(url: str) -> Broadcast:
+    if url.startswith(("redis://", "rediss://")):
+        return Broadcast(backend=_RedisBackend(url))
+    return Broadcast(url)
 
 
 def _redact(url: str) -> str:

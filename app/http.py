@@ -81,6 +81,16 @@ class SqlStatementCount(SchemaExtension):
         return {"debug": {"sqlStatements": self._counter.count}}
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _preferred_media_type(accept: str | None) -> str | None:
     """application/json unless the client lists graphql-response+json first; None when it
     accepts neither."""
@@ -158,6 +168,14 @@ class GraphQLView(GraphQL):  # type: ignore[type-arg]
             if getattr(request.state, "graphql_request_error", False):
                 result.status_code = 400
         return result
+
+    async def parse_http_body(self, request: Any) -> Any:
+        data = await super().parse_http_body(request)
+        for item in data if isinstance(data, list) else [data]:
+            if _has_nul(item.query) or _has_nul(item.variables):
+                # Valid JSON, but no database stores it: refuse it as a malformed request.
+                raise HTTPException(400, "Strings must not contain NUL (\\u0000) characters.")
+        return data
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
         processed = await super().process_result(request, result)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+from graphql import GraphQLError, StringValueNode, ValidationRule
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,8 +36,21 @@ log = logging.getLogger("ordergraph")
 MAX_DEPTH = 12
 MAX_ALIASES = 30
 MAX_TOKENS = 5_000
+
+
+class NoNulInStrings(ValidationRule):
+    """No database stores U+0000: refuse it in string literals before anything runs
+    (variables are checked in app.http)."""
+
+    def enter_string_value(self, node: StringValueNode, *_args: Any) -> None:
+        if "\x00" in node.value:
+            self.report_error(
+                GraphQLError("Strings must not contain NUL (\\u0000) characters.", node)
+            )
+
+
 # Built once: rule classes made per request would defeat the validation cache.
-VALIDATION_RULES = [max_depth(MAX_DEPTH, None, None), max_aliases(MAX_ALIASES)]
+VALIDATION_RULES = [max_depth(MAX_DEPTH, None, None), max_aliases(MAX_ALIASES), NoNulInStrings]
 
 
 def make_schema(debug: bool = False) -> Schema:

@@ -62,14 +62,21 @@ def _encode_value(value: Any, kind: str) -> Any:
     return value
 
 
+_MAX_INT64 = 2**63 - 1
+
+
+def _is_int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _MAX_INT64
+
+
 def _decode_value(value: Any, kind: str) -> Any:
-    if kind == "datetime":
-        if not isinstance(value, int):
-            raise ValueError
-        return datetime.fromtimestamp(value / 1_000_000, UTC)
-    if kind == "int" and not isinstance(value, int):
+    # A cursor is client input: out-of-range numbers and NUL characters would reach the
+    # database driver and fail there, so they are refused here as invalid cursors.
+    if kind in ("int", "datetime") and not _is_int64(value):
         raise ValueError
-    if kind == "str" and not isinstance(value, str):
+    if kind == "datetime":
+        return datetime.fromtimestamp(value / 1_000_000, UTC)
+    if kind == "str" and (not isinstance(value, str) or "\x00" in value):
         raise ValueError
     return value
 
@@ -85,10 +92,10 @@ def decode_cursor(key: SortKey, cursor: str, field: str) -> tuple[Any, int]:
             raise ValueError
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         name, value, id_ = json.loads(raw)
-        if name != key.name or not isinstance(id_, int) or isinstance(id_, bool):
+        if name != key.name or not _is_int64(id_):
             raise ValueError
         return _decode_value(value, key.kind), id_
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, OverflowError, OSError, binascii.Error) as exc:
         raise InvalidCursor(field) from exc
 
 

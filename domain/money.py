@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    InvalidOperation,
+)
 
 # Minor-unit exponents for currencies that do not use two decimals.
 _EXPONENTS: dict[str, int] = {
@@ -46,6 +54,7 @@ SUPPORTED_CURRENCIES: frozenset[str] = frozenset(
 # Largest amount we accept anywhere, in minor units: fits a signed 64-bit column with room
 # for sums of many lines.
 MAX_MINOR = 10**13
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 class MoneyError(ValueError):
@@ -77,13 +86,14 @@ class Money:
             raise MoneyError(f"{amount!r} is not a decimal amount") from exc
         if not value.is_finite():
             raise MoneyError("amount must be a finite number")
-        scaled = value.scaleb(exp)
-        if scaled != scaled.to_integral_value():
+        # Scale in an unbounded context: the default one would round away excess decimals
+        # beyond 28 digits and raise decimal.Overflow on huge exponents.
+        scaled = value.scaleb(exp, _EXACT)
+        if scaled != scaled.to_integral_value(context=_EXACT):
             raise MoneyError(f"{currency} amounts have at most {exp} decimal places")
-        minor = int(scaled)
-        if abs(minor) > MAX_MINOR:
+        if scaled.copy_abs() > MAX_MINOR:
             raise MoneyError("amount is too large")
-        return cls(minor, currency)
+        return cls(int(scaled), currency)
 
     @property
     def amount(self) -> Decimal:

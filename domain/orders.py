@@ -114,7 +114,8 @@ def format_order_number(order_id: int) -> str:
 
 def parse_order_number(number: str) -> int | None:
     prefix, _, digits = number.strip().upper().partition("-")
-    if prefix != "ORD" or not digits.isdigit() or len(digits) > 12:
+    # isascii: str.isdigit() also accepts '²' (int() fails) and non-ASCII digits.
+    if prefix != "ORD" or not (digits.isascii() and digits.isdigit()) or len(digits) > 12:
         return None
     return int(digits)
 

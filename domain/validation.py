@@ -21,7 +21,7 @@ MAX_PAGE_SIZE = 100
 SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 WAREHOUSE_CODE_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 EMAIL_RE = re.compile(
-    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$"
+    r"^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$"
 )
 PHONE_RE = re.compile(r"^\+?[0-9 ()./-]{4,30}$")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
@@ -116,6 +116,7 @@ def address(values: dict[str, str | None], field: Field) -> list[DomainError]:
             max_length=MAX_ADDRESS_FIELD_LENGTH,
             required=key in REQUIRED_ADDRESS_FIELDS,
         )
+    errors += phone(values.get("phone") or None, [*field, "phone"])
     country = values.get("country")
     if country and not COUNTRY_RE.fullmatch(country):
         errors.append(

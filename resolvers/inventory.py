@@ -76,8 +76,13 @@ async def adjust_inventory(db: Database, cmd: AdjustInventoryCommand, actor: str
 async def _adjust_once(db: Database, cmd: AdjustInventoryCommand, actor: str) -> InventoryLevel:
     async with UnitOfWork(db, actor) as uow:
         s = uow.session
+        # The product row serializes us with place_order (which locks it too), so an order
+        # backordered while we run is either in the list below or sees our new stock.
+        # NO KEY UPDATE: rows that merely reference the product are not blocked.
         product = (
-            await s.execute(select(Product).where(Product.sku == cmd.sku))
+            await s.execute(
+                select(Product).where(Product.sku == cmd.sku).with_for_update(key_share=True)
+            )
         ).scalar_one_or_none()
         warehouse = (
             await s.execute(select(Warehouse).where(Warehouse.code == cmd.warehouse_code))
@@ -98,7 +103,8 @@ async def _adjust_once(db: Database, cmd: AdjustInventoryCommand, actor: str) ->
         raise_if_any(errors)
         assert product is not None and warehouse is not None
 
-        # Lock order: backordered orders (by id), then the stock row, as cancel_order does.
+        # Lock order: the product, backordered orders (by id), then the stock row, as
+        # cancel_order (order, then stock rows) and place_order (products, then stock rows).
         backorders: list[tuple[OrderLine, Order]] = []
         if cmd.delta > 0:
             backorders = [

@@ -192,9 +192,18 @@ async def _place_order_once(
             customer = await find_or_create_customer(s, cmd.new_customer)
 
         skus = sorted({line.sku for line in cmd.lines})
+        # Lock the products (in id order) against adjust_inventory, which must not miss an
+        # order backordered while it adds stock; NO KEY UPDATE leaves references unblocked.
         products = {
             p.sku: p
-            for p in (await s.execute(select(Product).where(Product.sku.in_(skus)))).scalars()
+            for p in (
+                await s.execute(
+                    select(Product)
+                    .where(Product.sku.in_(skus))
+                    .order_by(Product.id)
+                    .with_for_update(key_share=True)
+                )
+            ).scalars()
         }
         errors: list[DomainError] = []
         for i, line in enumerate(cmd.lines):

@@ -51,6 +51,10 @@ def parse_global_id(value: str) -> tuple[str, int]:
         raise ValueError(f"{value[:40]!r} is not a valid ID") from exc
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1].upper() in "AEIOU" else f"a {noun}"
+
+
 def decode_id(value: str, type_name: str, field: Sequence[str]) -> int:
     """The database id inside a global ID of ``type_name``, or an INVALID_INPUT DomainError."""
     try:
@@ -60,7 +64,7 @@ def decode_id(value: str, type_name: str, field: Sequence[str]) -> int:
     if found != type_name:
         raise DomainError(
             ErrorCode.INVALID_INPUT,
-            f"Expected the ID of a {type_name}, got the ID of a {found}.",
+            f"Expected the ID of {_a(type_name)}, got the ID of {_a(found)}.",
             field,
         )
     return id_

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -260,6 +260,11 @@ class OrderFilter:
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise InputError(f"`filter.{name}` needs a time zone, e.g. 2026-01-31T00:00:00Z.")
+            try:
+                if value is not None:
+                    value.astimezone(UTC)
+            except OverflowError:
+                raise InputError(f"`filter.{name}` is out of range.") from None
         return OrderFilterArgs(
             statuses=self.status,
             channels=self.channel,
