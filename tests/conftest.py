@@ -86,7 +86,8 @@ def db_url(backend: str, tmp_path: Path, sqlite_template: Path) -> Iterator[str]
         yield f"sqlite+aiosqlite:///{path}"
         return
     url = normalize_database_url(
-        require_service("PostgreSQL", POSTGRES_URL, "ORDERGRAPH_TEST_POSTGRES_URL"))
+        require_service("PostgreSQL", POSTGRES_URL, "ORDERGRAPH_TEST_POSTGRES_URL")
+    )
     asyncio.run(_reset_postgres(url))
     yield url
 
@@ -105,8 +106,9 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
 
 @pytest.fixture
 async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as c:
         yield c
 
 
@@ -116,10 +118,12 @@ class GraphQLClient:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
 
-    async def __call__(self, query: str, variables: dict[str, Any] | None = None, *,
-                       status: int = 200) -> dict[str, Any]:
-        response = await self.http.post("/graphql", json={"query": query,
-                                                          "variables": variables or {}})
+    async def __call__(
+        self, query: str, variables: dict[str, Any] | None = None, *, status: int = 200
+    ) -> dict[str, Any]:
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}
+        )
         assert response.status_code == status, response.text
         body: dict[str, Any] = response.json()
         return body

@@ -15,36 +15,62 @@ from resolvers.orders import LineInput, PlaceOrderCommand, place_order
 
 ACTOR = "test"
 PRICING = PricingPolicy()
-ADDRESS: dict[str, str | None] = {"name": "Ada Lovelace", "line1": "1 Analytical Way",
-                                  "city": "London", "postalCode": "N1 1AA", "country": "GB"}
+ADDRESS: dict[str, str | None] = {
+    "name": "Ada Lovelace",
+    "line1": "1 Analytical Way",
+    "city": "London",
+    "postalCode": "N1 1AA",
+    "country": "GB",
+}
 
 
 async def warehouse(db: Database, code: str = "MAIN", priority: int = 1) -> Any:
-    return await create_warehouse(db, WarehouseInput(code=code, name=f"Warehouse {code}",
-                                                     priority=priority), ACTOR)
+    return await create_warehouse(
+        db, WarehouseInput(code=code, name=f"Warehouse {code}", priority=priority), ACTOR
+    )
 
 
-async def product(db: Database, sku: str = "SKU-1", price: str = "10.00",
-                  allow_backorder: bool = False, currency: str = "USD") -> Any:
-    return await create_product(db, ProductInput(sku=sku, name=f"Product {sku}",
-                                                 price=Decimal(price), currency=currency,
-                                                 allow_backorder=allow_backorder), ACTOR)
+async def product(
+    db: Database,
+    sku: str = "SKU-1",
+    price: str = "10.00",
+    allow_backorder: bool = False,
+    currency: str = "USD",
+) -> Any:
+    return await create_product(
+        db,
+        ProductInput(
+            sku=sku,
+            name=f"Product {sku}",
+            price=Decimal(price),
+            currency=currency,
+            allow_backorder=allow_backorder,
+        ),
+        ACTOR,
+    )
 
 
 async def stock(db: Database, sku: str, code: str, delta: int) -> Any:
-    return await adjust_inventory(db, AdjustInventoryCommand(
-        sku=sku, warehouse_code=code, delta=delta, reason=StockMovementReason.RECEIVED), ACTOR)
+    return await adjust_inventory(
+        db,
+        AdjustInventoryCommand(
+            sku=sku, warehouse_code=code, delta=delta, reason=StockMovementReason.RECEIVED
+        ),
+        ACTOR,
+    )
 
 
-def order_command(lines: list[tuple[str, int]], *, email: str = "ada@example.com",
-                  **extra: Any) -> PlaceOrderCommand:
+def order_command(
+    lines: list[tuple[str, int]], *, email: str = "ada@example.com", **extra: Any
+) -> PlaceOrderCommand:
     return PlaceOrderCommand(
         channel=extra.pop("channel", SalesChannel.WEB),
         payment_method=extra.pop("payment_method", PaymentMethod.CARD),
         lines=[LineInput(sku, qty) for sku, qty in lines],
         shipping_address=dict(ADDRESS),
         new_customer=NewCustomer(name="Ada Lovelace", email=email),
-        **extra)
+        **extra,
+    )
 
 
 async def order(db: Database, lines: list[tuple[str, int]], **extra: Any) -> Any:
@@ -62,7 +88,11 @@ mutation Place($input: PlaceOrderInput!) {
 
 
 def place_order_input(lines: list[tuple[str, int]], **extra: Any) -> dict[str, Any]:
-    return {"channel": "WEB", "paymentMethod": "CARD",
-            "customer": {"name": "Ada Lovelace", "email": "ada@example.com"},
-            "lines": [{"sku": s, "quantity": q} for s, q in lines],
-            "shippingAddress": dict(ADDRESS), **extra}
+    return {
+        "channel": "WEB",
+        "paymentMethod": "CARD",
+        "customer": {"name": "Ada Lovelace", "email": "ada@example.com"},
+        "lines": [{"sku": s, "quantity": q} for s, q in lines],
+        "shippingAddress": dict(ADDRESS),
+        **extra,
+    }

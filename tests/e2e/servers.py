@@ -58,21 +58,47 @@ class Server:
                 self.kill()
 
 
-def start_server(database_url: str, log_dir: Path, *, broadcast_url: str = "memory://",
-                 extra_env: dict[str, str] | None = None, ready_timeout: float = 30.0) -> Server:
+def start_server(
+    database_url: str,
+    log_dir: Path,
+    *,
+    broadcast_url: str = "memory://",
+    extra_env: dict[str, str] | None = None,
+    ready_timeout: float = 30.0,
+) -> Server:
     """Start one server process on a free port and wait until ``/readyz`` answers 200."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGRAPH_")}
-    env.update({"ORDERGRAPH_DATABASE_URL": database_url,
-                "ORDERGRAPH_BROADCAST_URL": broadcast_url,
-                "ORDERGRAPH_DEBUG": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "ORDERGRAPH_DATABASE_URL": database_url,
+            "ORDERGRAPH_BROADCAST_URL": broadcast_url,
+            "ORDERGRAPH_DEBUG": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra_env or {})
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-             "--port", str(port), "--no-access-log", "--ws-per-message-deflate", "false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--ws-per-message-deflate",
+                "false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     server = Server(process, port, log_path)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
@@ -89,8 +115,9 @@ def start_server(database_url: str, log_dir: Path, *, broadcast_url: str = "memo
 
 
 @contextmanager
-def running_servers(database_url: str, log_dir: Path, count: int = 1,
-                    **kwargs: object) -> Iterator[list[Server]]:
+def running_servers(
+    database_url: str, log_dir: Path, count: int = 1, **kwargs: object
+) -> Iterator[list[Server]]:
     servers: list[Server] = []
     try:
         for _ in range(count):

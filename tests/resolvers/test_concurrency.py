@@ -1,0 +1,245 @@
+"""Concurrent use cases on one database: no oversell, one order per retried request, one
+release per cancelled order. Every call runs in its own transaction, as requests do."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from db.database import Database
+from db.models import IdempotencyRecord, Order, OrderEvent
+from domain.errors import DomainError, DomainErrors, ErrorCode
+from domain.orders import PaymentMethod, SalesChannel
+from resolvers.orders import cancel_order, confirm_order
+from tests import factories as f
+from tests.resolvers.test_orders import (
+    assert_ledger_adds_up,
+    assert_sequences_dense,
+    events,
+    level,
+)
+
+CALLS = 30
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    # Room for every racing transaction at once on PostgreSQL (pool_size + max_overflow).
+    database = Database(db_url, pool_size=CALLS)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def count(db: Database, model: type[Any]) -> int:
+    async with db.reader() as s:
+        return int((await s.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+def only_code(exc: BaseException) -> ErrorCode | None:
+    """The one code an expected failure carries (on one line or several); None for
+    anything else, which would be a bug."""
+    if isinstance(exc, DomainErrors):
+        codes = {e.code for e in exc.errors}
+        return codes.pop() if len(codes) == 1 else None
+    if isinstance(exc, DomainError):
+        return exc.code
+    return None
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [{"MAIN": 10}, {"MAIN": 4, "EAST": 6}],
+    ids=["one-warehouse", "two-warehouses"],
+)
+async def test_place_order_last_units_race(db: Database, layout: dict[str, int]) -> None:
+    for priority, code in enumerate(layout):
+        await f.warehouse(db, code, priority=priority)
+    await f.product(db, "TEE", "19.99")
+    for code, qty in layout.items():
+        await f.stock(db, "TEE", code, qty)
+    quantities = [2 if i % 5 == 0 else 1 for i in range(CALLS)]
+
+    results = await asyncio.gather(
+        *(
+            f.order(db, [("TEE", qty)], email=f"buyer{i}@example.com")
+            for i, qty in enumerate(quantities)
+        ),
+        return_exceptions=True,
+    )
+
+    sold = [qty for qty, r in zip(quantities, results, strict=True) if isinstance(r, Order)]
+    refused = [r for r in results if not isinstance(r, Order)]
+    assert [only_code(r) for r in refused] == [ErrorCode.INSUFFICIENT_STOCK] * len(refused), [
+        repr(r) for r in refused
+    ]
+    assert sum(sold) == 10
+    assert len({r.id for r in results if isinstance(r, Order)}) == len(sold)
+    for code, qty in layout.items():
+        assert await level(db, "TEE", code) == (qty, qty)
+    assert await count(db, Order) == len(sold)
+    assert await count(db, OrderEvent) == len(sold)
+    await assert_ledger_adds_up(db)
+    await assert_sequences_dense(db)
+
+
+async def test_place_order_orders_for_many_products_race(db: Database) -> None:
+    """Orders touching several stock rows in different line orders: no deadlock, no oversell."""
+    await f.warehouse(db)
+    for sku in ("A", "B", "C"):
+        await f.product(db, sku, "5.00")
+        await f.stock(db, sku, "MAIN", 6)
+    shapes = [[("A", 1), ("B", 1)], [("B", 1), ("C", 1)], [("C", 1), ("A", 1)]]
+
+    results = await asyncio.gather(
+        *(f.order(db, shapes[i % 3], email=f"buyer{i}@example.com") for i in range(CALLS)),
+        return_exceptions=True,
+    )
+
+    placed = [shapes[i % 3] for i, r in enumerate(results) if isinstance(r, Order)]
+    refused = [(shapes[i % 3], r) for i, r in enumerate(results) if not isinstance(r, Order)]
+    assert [only_code(r) for _, r in refused] == [ErrorCode.INSUFFICIENT_STOCK] * len(refused), [
+        repr(r) for _, r in refused
+    ]
+    assert placed
+    available = {}
+    for sku in ("A", "B", "C"):
+        on_hand, reserved = await level(db, sku)
+        assert reserved == sum(qty for shape in placed for s, qty in shape if s == sku)
+        available[sku] = on_hand - reserved
+    # Stock only goes down here, so every refused order still finds a product sold out.
+    for shape, _ in refused:
+        assert any(available[sku] == 0 for sku, _ in shape), (shape, available)
+    await assert_ledger_adds_up(db)
+    await assert_sequences_dense(db)
+
+
+async def test_place_order_racing_idempotent_retries_make_one_order(db: Database) -> None:
+    await f.warehouse(db)
+    await f.product(db, "TEE", "19.99")
+    await f.stock(db, "TEE", "MAIN", 10)
+
+    results = await asyncio.gather(
+        *(f.order(db, [("TEE", 3)], idempotency_key="checkout-42") for _ in range(20)),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(r, Order) for r in results), [repr(r) for r in results]
+    assert len({r.id for r in results if isinstance(r, Order)}) == 1
+    assert await count(db, Order) == 1
+    assert await count(db, IdempotencyRecord) == 1
+    assert await level(db, "TEE") == (10, 3)
+    assert await count(db, OrderEvent) == 1
+    await assert_ledger_adds_up(db)
+    await assert_sequences_dense(db)
+
+
+async def test_place_order_racing_same_external_id_makes_one_order(db: Database) -> None:
+    await f.warehouse(db)
+    await f.product(db, "TEE", "19.99")
+    await f.stock(db, "TEE", "MAIN", 10)
+
+    results = await asyncio.gather(
+        *(
+            f.order(
+                db,
+                [("TEE", 2)],
+                channel=SalesChannel.MARKETPLACE,
+                payment_method=PaymentMethod.MARKETPLACE,
+                external_id="amz-123",
+            )
+            for _ in range(20)
+        ),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(r, Order) for r in results), [repr(r) for r in results]
+    assert len({r.id for r in results if isinstance(r, Order)}) == 1
+    assert await count(db, Order) == 1
+    assert await level(db, "TEE") == (10, 2)
+    await assert_ledger_adds_up(db)
+    await assert_sequences_dense(db)
+
+
+async def test_cancel_order_racing_cancels_release_once(db: Database) -> None:
+    await f.warehouse(db)
+    await f.product(db, "TEE", "19.99")
+    await f.stock(db, "TEE", "MAIN", 10)
+    keep = await f.order(db, [("TEE", 3)], email="keep@example.com")
+    order = await f.order(db, [("TEE", 4)])
+
+    results = await asyncio.gather(
+        *(cancel_order(db, order.id, f"try {i}", "support") for i in range(10)),
+        return_exceptions=True,
+    )
+
+    done = [r for r in results if isinstance(r, Order)]
+    refused = [r for r in results if not isinstance(r, Order)]
+    assert len(done) == 1
+    assert [only_code(r) for r in refused] == [ErrorCode.INVALID_TRANSITION] * 9
+    assert await level(db, "TEE") == (10, 3)
+    assert [e[0] for e in await events(db, order.id)] == ["PLACED", "CANCELLED"]
+    assert [e[0] for e in await events(db, keep.id)] == ["PLACED"]
+    await assert_ledger_adds_up(db)
+    await assert_sequences_dense(db)
+
+
+async def test_change_status_racing_confirm_and_cancel_one_wins(db: Database) -> None:
+    await f.warehouse(db)
+    await f.product(db, "TEE", "19.99")
+    await f.stock(db, "TEE", "MAIN", 10)
+    order = await f.order(db, [("TEE", 4)])
+
+    results = await asyncio.gather(
+        *(
+            confirm_order(db, order.id, "clerk")
+            if i % 2
+            else cancel_order(db, order.id, "oops", "support")
+            for i in range(10)
+        ),
+        return_exceptions=True,
+    )
+
+    # Whichever wins, the other kind can still follow once (CONFIRMED → CANCELLED) but
+    # never twice, and nothing is released twice.
+    succeeded = [r for r in results if isinstance(r, Order)]
+    refused = [r for r in results if not isinstance(r, Order)]
+    assert [only_code(r) for r in refused] == [ErrorCode.INVALID_TRANSITION] * len(refused)
+    history = [e[0] for e in await events(db, order.id)]
+    assert history in (["PLACED", "CANCELLED"], ["PLACED", "CONFIRMED", "CANCELLED"])
+    assert len(succeeded) == len(history) - 1
+    assert await level(db, "TEE") == (10, 0)
+    await assert_ledger_adds_up(db)
+    await assert_sequences_dense(db)
+
+
+async def test_adjust_inventory_racing_receipts_and_orders(db: Database) -> None:
+    """Receipts filling backorders while new orders reserve: no order is left backordered
+    while its stock sits free, and the ledger still adds up."""
+    await f.warehouse(db)
+    for run in range(3):
+        sku = f"BOOK-{run}"
+        await f.product(db, sku, "15.00", allow_backorder=True)
+        await f.stock(db, sku, "MAIN", 5)
+        calls: list[Any] = []
+        for i in range(CALLS):
+            if i % 3 == 0:
+                calls.append(f.stock(db, sku, "MAIN", 2))
+            else:
+                calls.append(f.order(db, [(sku, 1)], email=f"reader{run}-{i}@example.com"))
+
+        results = await asyncio.gather(*calls, return_exceptions=True)
+
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        # 5 + 10 receipts of 2 = 25 units for 20 orders of 1: every order ends up reserved.
+        assert await level(db, sku) == (25, 20)
+    async with db.reader() as s:
+        statuses = list((await s.execute(select(Order.status))).scalars())
+    assert statuses == ["PENDING"] * 60
+    await assert_ledger_adds_up(db)
+    await assert_sequences_dense(db)
