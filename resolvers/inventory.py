@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.database import Database
 from db.models import (
@@ -105,24 +106,7 @@ async def _adjust_once(db: Database, cmd: AdjustInventoryCommand, actor: str) ->
 
         # Lock order: the product, backordered orders (by id), then the stock row, as
         # cancel_order (order, then stock rows) and place_order (products, then stock rows).
-        backorders: list[tuple[OrderLine, Order]] = []
-        if cmd.delta > 0:
-            backorders = [
-                (line, order)
-                for line, order in (
-                    await s.execute(
-                        select(OrderLine, Order)
-                        .join(Order, Order.id == OrderLine.order_id)
-                        .where(
-                            OrderLine.product_id == product.id,
-                            OrderLine.backordered_quantity > 0,
-                            Order.status == OrderStatus.BACKORDERED.value,
-                        )
-                        .order_by(Order.id, OrderLine.id)
-                        .with_for_update(of=Order)
-                    )
-                ).all()
-            ]
+        backorders = await _backordered_lines(s, product.id) if cmd.delta > 0 else []
 
         level = (
             await s.execute(
@@ -169,6 +153,49 @@ async def _adjust_once(db: Database, cmd: AdjustInventoryCommand, actor: str) ->
             await _fill_backorders(uow, level, backorders)
         await uow.commit()
         return level
+
+
+async def _backordered_lines(s: AsyncSession, product_id: int) -> list[tuple[OrderLine, Order]]:
+    """Lines of BACKORDERED orders still waiting for ``product_id``, oldest order first,
+    with those orders locked. Callers hold the product's row lock."""
+    rows = await s.execute(
+        select(OrderLine, Order)
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(
+            OrderLine.product_id == product_id,
+            OrderLine.backordered_quantity > 0,
+            Order.status == OrderStatus.BACKORDERED.value,
+        )
+        .order_by(Order.id, OrderLine.id)
+        .with_for_update(of=Order)
+    )
+    return [(line, order) for line, order in rows.all()]
+
+
+async def refill_backorders(uow: UnitOfWork, product_ids: list[int]) -> None:
+    """Give free stock of these products to waiting backorders (oldest order first, from
+    warehouses in priority order). The caller holds the products' row locks."""
+    s = uow.session
+    for product_id in sorted(product_ids):
+        backorders = await _backordered_lines(s, product_id)
+        if not backorders:
+            continue
+        levels = (
+            await s.execute(
+                select(InventoryLevel)
+                .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
+                .where(InventoryLevel.product_id == product_id)
+                .order_by(Warehouse.priority, Warehouse.id)
+                .with_for_update(of=InventoryLevel)
+                # Reservations may have been changed by UPDATE statements in this transaction.
+                .execution_options(populate_existing=True)
+            )
+        ).scalars()
+        for level in levels:
+            waiting = [(line, order) for line, order in backorders if line.backordered_quantity > 0]
+            if not waiting:
+                break
+            await _fill_backorders(uow, level, waiting)
 
 
 async def _fill_backorders(

@@ -44,6 +44,7 @@ from domain.orders import (
 )
 from resolvers.common import get_or_not_found, remember, replay, request_hash
 from resolvers.customers import NewCustomer, find_or_create_customer, validate_new_customer
+from resolvers.inventory import refill_backorders
 
 PLACE_ORDER_SCOPE = "placeOrder"
 _MAX_ATTEMPTS = 3
@@ -388,19 +389,41 @@ async def start_processing(
 
 
 async def cancel_order(db: Database, order_id: int, reason: str, actor: str) -> Order:
-    """Cancel an order that has not shipped, releasing every unit it holds."""
+    """Cancel an order that has not shipped, releasing every unit it holds; released units
+    go to orders waiting on backorder for the same products."""
     raise_if_any(v.text(reason, ["input", "reason"], max_length=v.MAX_NOTE_LENGTH))
     async with UnitOfWork(db, actor) as uow:
+        s = uow.session
+        # Lock order, as in place_order and adjust_inventory: products (by id), then orders,
+        # then stock rows. Order lines never change product, so reading them first is safe.
+        product_ids = list(
+            (
+                await s.execute(
+                    select(OrderLine.product_id)
+                    .where(OrderLine.order_id == order_id)
+                    .distinct()
+                    .order_by(OrderLine.product_id)
+                )
+            ).scalars()
+        )
+        if product_ids:
+            await s.execute(
+                select(Product.id)
+                .where(Product.id.in_(product_ids))
+                .order_by(Product.id)
+                .with_for_update(key_share=True)
+            )
         order = await _locked_order(uow, order_id)
         held = OrderStatus(order.status) in HOLDS_RESERVATION
         await _transition(uow, order, OrderStatus.CANCELLED, reason)
         if held:
-            await _release_order_stock(uow, order)
+            released = await _release_order_stock(uow, order)
+            await refill_backorders(uow, released)
         await uow.commit()
         return order
 
 
-async def _release_order_stock(uow: UnitOfWork, order: Order) -> None:
+async def _release_order_stock(uow: UnitOfWork, order: Order) -> list[int]:
     s = uow.session
     rows = (
         await s.execute(
@@ -448,6 +471,7 @@ async def _release_order_stock(uow: UnitOfWork, order: Order) -> None:
     await s.execute(
         update(OrderLine).where(OrderLine.order_id == order.id).values(backordered_quantity=0)
     )
+    return sorted({product_id for (product_id, _), qty in release.items() if qty})
 
 
 # Queries ---------------------------------------------------------------------------------

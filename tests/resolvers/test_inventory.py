@@ -232,3 +232,36 @@ async def test_adjust_inventory_removal_fills_nothing(db: Database) -> None:
 
     assert await status_of(db, order.id) == "BACKORDERED"
     assert await lines(db, order.id) == [("BOOK", 7, 1500, 10500, 2)]
+
+
+async def test_cancel_order_gives_released_stock_to_waiting_backorders(db: Database) -> None:
+    await f.warehouse(db, "EAST", priority=1)
+    await f.warehouse(db, "WEST", priority=2)
+    await f.product(db, "LAMP", "30.00", allow_backorder=True)
+    await adjust_inventory(db, adjust("LAMP", 2, code="EAST"), "receiver")
+    await adjust_inventory(db, adjust("LAMP", 1, code="WEST"), "receiver")
+    holder = await f.order(db, [("LAMP", 3)], email="holder@example.com")
+    waiting = await f.order(db, [("LAMP", 2)], email="waiting@example.com")
+    later = await f.order(db, [("LAMP", 2)], email="later@example.com")
+    assert (holder.status, waiting.status, later.status) == (
+        "PENDING",
+        "BACKORDERED",
+        "BACKORDERED",
+    )
+
+    await cancel_order(db, holder.id, "changed mind", "clerk")
+
+    # The oldest waiting order is filled first, from the best-ranked warehouse first.
+    assert await status_of(db, waiting.id) == "PENDING"
+    assert await allocations(db, waiting.id) == {("LAMP", "EAST"): 2}
+    assert [e[:3] for e in await events(db, waiting.id)] == [
+        ("PLACED", None, "BACKORDERED"),
+        ("BACKORDER_FILLED", "BACKORDERED", "PENDING"),
+    ]
+    assert await status_of(db, later.id) == "BACKORDERED"
+    assert await lines(db, later.id) == [("LAMP", 2, 3000, 6000, 1)]
+    assert await allocations(db, later.id) == {("LAMP", "WEST"): 1}
+    assert await level(db, "LAMP", "EAST") == (2, 2)
+    assert await level(db, "LAMP", "WEST") == (1, 1)
+    await assert_ledger_adds_up(db)
+    await assert_sequences_dense(db)
