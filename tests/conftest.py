@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 
 from app.main import create_app
 from app.settings import Settings, normalize_database_url
+from db.database import Database
 from db.migrate import upgrade
 from db.models import Base
 
@@ -90,6 +91,16 @@ def db_url(backend: str, tmp_path: Path, sqlite_template: Path) -> Iterator[str]
     )
     asyncio.run(_reset_postgres(url))
     yield url
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """A Database on the test's database, for calling use cases directly."""
+    database = Database(db_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ filling backorders oldest first."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import select
 
@@ -27,15 +25,6 @@ from tests.resolvers.test_orders import (
     snapshot,
     status_of,
 )
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 def adjust(

@@ -4,7 +4,7 @@ idempotent retries, the stock ledger and the event sequence."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -30,15 +30,6 @@ from resolvers.orders import cancel_order, confirm_order, place_order, start_pro
 from tests import factories as f
 
 # Helpers shared in spirit with test_inventory.py and test_concurrency.py -----------------
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def level(db: Database, sku: str, code: str = "MAIN") -> tuple[int, int]:
