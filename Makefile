@@ -22,7 +22,7 @@ test: $(STAMP)  ## the whole suite (PostgreSQL/Redis parts run when ORDERGRAPH_T
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy app schema resolvers db domain
 
 schema: $(STAMP)  ## regenerate schema.graphql
 	$(BIN)/ordergraph export-schema --output schema.graphql

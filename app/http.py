@@ -18,7 +18,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import StrawberryGraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
-from strawberry.http.base import HTTPException
+from strawberry.http.base import HTTPException  # type: ignore[attr-defined]
 from strawberry.types import ExecutionResult
 
 from app.broadcast import EventHub
@@ -105,7 +105,7 @@ def _preferred_media_type(accept: str | None) -> str | None:
     return None
 
 
-class GraphQLView(GraphQL):  # type: ignore[type-arg]
+class GraphQLView(GraphQL[Context, None]):
     def __init__(
         self, schema: Any, *, db: Database, hub: EventHub, pricing: PricingPolicy, **kwargs: Any
     ) -> None:
@@ -183,5 +183,5 @@ class GraphQLView(GraphQL):  # type: ignore[type-arg]
             # Parse or validation failure: nothing was executed.
             request.state.graphql_request_error = True
             if _preferred_media_type(request.headers.get("accept")) == GRAPHQL_RESPONSE_JSON:
-                processed.pop("data", None)  # type: ignore[misc]
+                processed.pop("data", None)
         return processed

@@ -106,8 +106,8 @@ def user_errors(exc: DomainError | DomainErrors) -> list[UserError]:
 
 
 async def mutate(
-    call: Awaitable[Any], ok: Callable[[Any], Any], failed: Callable[[list[UserError]], Any]
-) -> Any:
+    call: Awaitable[Any], ok: Callable[[Any], T], failed: Callable[[list[UserError]], T]
+) -> T:
     """Run a use case; business failures become the payload's ``userErrors``."""
     try:
         result = await call

@@ -204,7 +204,7 @@ class Order(Node):
     @strawberry.field(description="This order's events, oldest first.")
     async def events(
         self, info: Info[Any, Any], first: int | None = 50, after: str | None = None
-    ) -> OrderEventConnection:  # type: ignore[valid-type]
+    ) -> OrderEventConnection:
         if first is not None and not 0 <= first <= 100:
             raise InputError("`first` must be between 0 and 100.")
         start = parse_event_cursor(after)

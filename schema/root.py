@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import strawberry
 from strawberry.extensions import SchemaExtension
@@ -63,6 +63,9 @@ from schema.orders import (
     parse_event_cursor,
 )
 
+if TYPE_CHECKING:
+    from domain.orders import OrderEventType, OrderStatus
+
 Ctx = Info[Any, Any]
 
 
@@ -113,7 +116,7 @@ class Query:
         after: str | None = None,
         last: int | None = None,
         before: str | None = None,
-    ) -> OrderConnection:  # type: ignore[valid-type]
+    ) -> OrderConnection:
         f = filter.args() if filter else orders.OrderFilterArgs()
         page = await run_query(
             orders.list_orders(
@@ -144,7 +147,7 @@ class Query:
         after: str | None = None,
         last: int | None = None,
         before: str | None = None,
-    ) -> ProductConnection:  # type: ignore[valid-type]
+    ) -> ProductConnection:
         f = filter or ProductFilter()
         page = await run_query(
             catalog.list_products(
@@ -166,7 +169,7 @@ class Query:
         after: str | None = None,
         last: int | None = None,
         before: str | None = None,
-    ) -> InventoryLevelConnection:  # type: ignore[valid-type]
+    ) -> InventoryLevelConnection:
         f = filter or InventoryFilter()
         args = inventory.InventoryFilterArgs(
             sku=f.sku, warehouse_code=f.warehouse_code, below_reorder_point=f.below_reorder_point
@@ -192,7 +195,7 @@ class Query:
         after: str | None = None,
         last: int | None = None,
         before: str | None = None,
-    ) -> CustomerConnection:  # type: ignore[valid-type]
+    ) -> CustomerConnection:
         page = await run_query(
             customers.list_customers(
                 info.context.db,
@@ -356,8 +359,12 @@ def _event_filter(
     return events.EventFilterArgs(
         order_ids=frozenset(ids) if ids or order_ids else None,
         customer_id=customer_id,
-        types=frozenset(t.value for t in f.type) if f and f.type else None,
-        to_statuses=frozenset(s.value for s in f.to_status) if f and f.to_status else None,
+        types=frozenset(t.value for t in cast("list[OrderEventType]", f.type))
+        if f and f.type
+        else None,
+        to_statuses=frozenset(s.value for s in cast("list[OrderStatus]", f.to_status))
+        if f and f.to_status
+        else None,
     )
 
 
