@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from db.database import Database
 from domain.errors import DomainError, ErrorCode
 from domain.validation import MAX_PAGE_SIZE
 
@@ -119,18 +119,19 @@ def check_page_args(args: PageArgs) -> None:
 
 
 async def paginate(
-    session: AsyncSession,
+    db: Database,
     stmt: Select[Any],
     key: SortKey,
     args: PageArgs,
-    count: Callable[[], Any],
     row_value: Callable[[Any], Any],
 ) -> Page[Any]:
-    """Run one keyset page of ``stmt`` (already filtered) ordered by ``key``."""
+    """One keyset page of ``stmt`` (already filtered) ordered by ``key``; ``totalCount`` runs
+    its COUNT(*) only when asked for."""
     check_page_args(args)
     backward = args.last is not None
     size = args.last if backward else (args.first if args.first is not None else DEFAULT_PAGE_SIZE)
     assert size is not None
+    filtered = stmt
     if args.after:
         value, id_ = decode_cursor(key, args.after, "after")
         stmt = stmt.where(_beyond(key, value, id_, forward=True))
@@ -143,15 +144,20 @@ async def paginate(
         if ascending
         else [key.column.desc(), key.id_column.desc()]
     )
-    rows = list((await session.execute(stmt.order_by(*order).limit(size + 1))).scalars())
+    async with db.reader() as session:
+        rows = list((await session.execute(stmt.order_by(*order).limit(size + 1))).scalars())
     more = len(rows) > size
     rows = rows[:size]
     if backward:
         rows.reverse()
-    cursors = [encode_cursor(key, row_value(r), r.id) for r in rows]
+
+    async def count() -> int:
+        async with db.reader() as session:
+            return int((await session.execute(count_of(filtered))).scalar_one())
+
     return Page(
         items=rows,
-        cursors=cursors,
+        cursors=[encode_cursor(key, row_value(r), r.id) for r in rows],
         has_next_page=more if not backward else bool(args.before),
         has_previous_page=more if backward else bool(args.after),
         count=count,

@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 
 from db.database import Database
 from db.models import Product, Warehouse
-from db.queries import Page, PageArgs, SortKey, count_of, paginate
+from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
 from domain.errors import DomainError, ErrorCode, raise_if_any
@@ -135,12 +135,7 @@ async def list_products(
     if active is not None:
         stmt = stmt.where(Product.active == active)
 
-    async def count() -> int:
-        async with db.reader() as s:
-            return int((await s.execute(count_of(stmt))).scalar_one())
-
-    async with db.reader() as s:
-        return await paginate(s, stmt, PRODUCT_SORT, args, count, lambda p: p.sku)
+    return await paginate(db, stmt, PRODUCT_SORT, args, lambda p: p.sku)
 
 
 async def get_product(

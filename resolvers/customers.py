@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.database import Database
 from db.models import Customer
-from db.queries import Page, PageArgs, SortKey, count_of, paginate
+from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
 from domain.errors import DomainError, ErrorCode, raise_if_any
@@ -109,9 +109,4 @@ async def list_customers(db: Database, email: str | None, args: PageArgs) -> Pag
     if email:
         stmt = stmt.where(Customer.email == email.strip().lower())
 
-    async def count() -> int:
-        async with db.reader() as s:
-            return int((await s.execute(count_of(stmt))).scalar_one())
-
-    async with db.reader() as s:
-        return await paginate(s, stmt, CUSTOMER_SORT, args, count, lambda c: c.id)
+    return await paginate(db, stmt, CUSTOMER_SORT, args, lambda c: c.id)

@@ -19,7 +19,7 @@ from db.models import (
     Warehouse,
     utcnow,
 )
-from db.queries import Page, PageArgs, SortKey, count_of, paginate
+from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
 from domain.errors import DomainError, ErrorCode, raise_if_any
@@ -283,9 +283,4 @@ async def list_inventory_levels(
             InventoryLevel.on_hand - InventoryLevel.reserved <= InventoryLevel.reorder_point
         )
 
-    async def count() -> int:
-        async with db.reader() as s:
-            return int((await s.execute(count_of(stmt))).scalar_one())
-
-    async with db.reader() as s:
-        return await paginate(s, stmt, INVENTORY_SORT, args, count, lambda lv: lv.id)
+    return await paginate(db, stmt, INVENTORY_SORT, args, lambda lv: lv.id)

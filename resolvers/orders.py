@@ -22,7 +22,7 @@ from db.models import (
     Warehouse,
     utcnow,
 )
-from db.queries import Page, PageArgs, SortKey, count_of, paginate
+from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
 from domain.allocation import LineDemand, WarehouseRank, plan_allocation
@@ -528,12 +528,7 @@ async def list_orders(db: Database, f: OrderFilterArgs, sort: str, args: PageArg
     key = ORDER_SORTS[sort]
     attr = _SORT_VALUE[key.name]
 
-    async def count() -> int:
-        async with db.reader() as s:
-            return int((await s.execute(count_of(stmt))).scalar_one())
-
-    async with db.reader() as s:
-        return await paginate(s, stmt, key, args, count, lambda o: getattr(o, attr))
+    return await paginate(db, stmt, key, args, lambda o: getattr(o, attr))
 
 
 async def get_order(
