@@ -73,6 +73,15 @@ async def _reset_postgres(url: str) -> None:
         await engine.dispose()
 
 
+def fresh_postgres_url() -> str:
+    """The test PostgreSQL database, migrated and emptied (skip or fail when not configured)."""
+    url = normalize_database_url(
+        require_service("PostgreSQL", POSTGRES_URL, "ORDERGRAPH_TEST_POSTGRES_URL")
+    )
+    asyncio.run(_reset_postgres(url))
+    return url
+
+
 @pytest.fixture
 def backend() -> str:  # parametrized by pytest_generate_tests
     return "sqlite"
@@ -86,11 +95,7 @@ def db_url(backend: str, tmp_path: Path, sqlite_template: Path) -> Iterator[str]
         shutil.copy(sqlite_template, path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    url = normalize_database_url(
-        require_service("PostgreSQL", POSTGRES_URL, "ORDERGRAPH_TEST_POSTGRES_URL")
-    )
-    asyncio.run(_reset_postgres(url))
-    yield url
+    yield fresh_postgres_url()
 
 
 @pytest.fixture

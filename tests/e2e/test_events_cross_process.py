@@ -19,7 +19,6 @@ import pytest
 import redis.asyncio as redis
 from sqlalchemy import select
 
-from app.settings import normalize_database_url
 from db.database import Database
 from db.models import OrderEvent as OrderEventRow
 from resolvers.events import EventFilterArgs, events_after
@@ -27,7 +26,7 @@ from resolvers.orders import confirm_order
 from schema.common import decode_id
 from schema.orders import event_cursor
 from tests import factories
-from tests.conftest import POSTGRES_URL, REDIS_URL, _reset_postgres, require_service
+from tests.conftest import REDIS_URL, fresh_postgres_url, require_service
 from tests.e2e.servers import Server, start_server
 from tests.wsclient import Operation, connect_graphql
 
@@ -58,11 +57,7 @@ def redis_url() -> str:
 @pytest.fixture
 def pg_url() -> str:
     """A fresh, migrated PostgreSQL database (these tests need one shared by processes)."""
-    url = normalize_database_url(
-        require_service("PostgreSQL", POSTGRES_URL, "ORDERGRAPH_TEST_POSTGRES_URL")
-    )
-    asyncio.run(_reset_postgres(url))
-    return url
+    return fresh_postgres_url()
 
 
 @pytest.fixture
