@@ -195,11 +195,20 @@ async def test_event_committed_but_never_announced_still_reaches_subscribers(
             await start(servers, pg_url, redis_url, tmp_path, sweep)
         event = (await op.next_data())["orderEvents"]
         assert (event["sequence"], event["type"]) == (2, "CONFIRMED")
-        assert await published_at(db) == [True, True]
+        # The relay announces first and marks the row published right after, so the
+        # subscriber can see the event a moment before published_at is written.
+        await wait_until_published(db, [True, True])
         # Still live afterwards, and nothing was delivered twice.
         await gql_a(TRANSITIONS["startProcessing"], {"id": order_id})
         after = (await op.next_data())["orderEvents"]
         assert (after["sequence"], after["type"]) == (3, "PROCESSING_STARTED")
+
+
+async def wait_until_published(db: Database, expected: list[bool]) -> None:
+    deadline = asyncio.get_running_loop().time() + TIMEOUT  # hang protection only
+    while (seen := await published_at(db)) != expected:
+        assert asyncio.get_running_loop().time() < deadline, seen
+        await asyncio.sleep(0.05)
 
 
 async def published_at(db: Database) -> list[bool]:
