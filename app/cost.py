@@ -1,0 +1,463 @@
+"""Query cost: static analysis of an operation, and a per-principal budget of cost points.
+
+Cost model (the same for the requested cost, computed from the query and its arguments, and
+the actual cost, computed from the result data):
+
+- Scalar and enum fields cost 0, and so does ``__typename``. Introspection (``__schema``,
+  ``__type``) costs 0 and is not looked into.
+- An object, interface or union field costs 1 + the cost of its selections.
+- A connection field (its type has an ``edges`` field whose type has a ``node`` field, like
+  ``OrderConnection``) costs 2 + n * (1 + the cost of the selections under
+  ``edges { node { … } }`` plus those under ``nodes { … }``). ``pageInfo`` and ``cursor`` are
+  free, ``totalCount`` costs 1. n is the ``first`` or ``last`` argument (variables resolved;
+  the larger if both are given; the argument's schema default if not given). A connection
+  needs ``first`` or ``last``, from 0 to 100 (MAX_PAGE_SIZE).
+- A plain list of objects that is not a connection (``Order.lines``, ``Query.warehouses``)
+  costs LIST_ESTIMATE * (1 + the cost of its selections), where LIST_ESTIMATE = 5 is a
+  typical size.
+- Each root mutation field costs MUTATION_COST = 10 more.
+- Fragments on abstract types: every branch is added (an upper bound).
+- Selections nested more than MAX_NESTING = 100 fields (or fragments) deep are refused.
+
+The actual cost walks the result data instead: connections and lists count the items really
+returned (n is the length of ``edges`` or ``nodes``; a connection without items costs 2), an
+object field whose value is null costs 1, and a field absent from the data (a fragment that
+did not apply, or an error) costs 0.
+
+``CostBudget`` is a token bucket per principal: it holds up to ``capacity`` points and
+refills at ``restore_rate`` points per second. A query reserves its requested cost up front;
+after it ran, the difference to its actual cost is given back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLField,
+    GraphQLIncludeDirective,
+    GraphQLList,
+    GraphQLNamedType,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLSkipDirective,
+    InlineFragmentNode,
+    Node,
+    OperationType,
+    SelectionNode,
+    SelectionSetNode,
+    VariableNode,
+    get_named_type,
+    get_operation_ast,
+    is_abstract_type,
+    is_composite_type,
+    value_from_ast,
+)
+from graphql.execution.values import VariableValues, get_directive_values, get_variable_values
+from graphql.pyutils import Undefined
+
+LIST_ESTIMATE = 5
+MUTATION_COST = 10
+MAX_PAGE_SIZE = 100
+MAX_NESTING = 100
+CONNECTION_COST = 2
+INTROSPECTION = frozenset({"__schema", "__type"})
+
+
+class CostError(GraphQLError):
+    """A query the cost analysis refuses (a connection without a valid page size)."""
+
+    def __init__(self, message: str, node: Node | None = None) -> None:
+        super().__init__(message, node, extensions={"code": "QUERY_COST"})
+
+
+@dataclass(frozen=True)
+class Analysis:
+    operation_type: OperationType
+    coordinates: frozenset[str]
+    requested_cost: int
+
+
+# A field as selected: the type it is selected on, its node, the fragments it is nested in.
+_Entry = tuple[GraphQLNamedType, FieldNode, frozenset[str]]
+_Entries = list[_Entry]
+_Seen = frozenset[str]
+_Vars = Mapping[str, Any] | None
+_Data = Mapping[str, Any]
+
+
+class _Walker:
+    """Walks an operation's fields, with the result data (actual cost) or without (requested)."""
+
+    def __init__(
+        self, schema: GraphQLSchema, document: DocumentNode, name: str | None, variables: _Vars
+    ) -> None:
+        self.schema = schema
+        self.operation = get_operation_ast(document, name)
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        self.variables: dict[str, Any] = dict(variables or {})
+        self.variable_values: VariableValues | None = None
+        # Invalid variables never execute (graphql-core reports them): estimate generously
+        # rather than mistake a bad `$first` for a missing one.
+        self.variables_invalid = False
+        if self.operation is not None:
+            definitions = self.operation.variable_definitions or ()
+            coerced = get_variable_values(schema, definitions, self.variables)
+            if isinstance(coerced, VariableValues):  # else execution reports the errors
+                self.variable_values, self.variables = coerced, coerced.coerced
+            else:
+                self.variables_invalid = True
+        self.coordinates: set[str] = set()
+
+    def root(self) -> list[_Entry] | None:
+        """The root fields of the operation; None if there is no such operation."""
+        op = self.operation
+        root = self.schema.get_root_type(op.operation) if op is not None else None
+        return self.collect(root, op.selection_set, frozenset(), []) if op and root else None
+
+    def _included(self, node: SelectionNode) -> bool:
+        try:
+            skip = get_directive_values(GraphQLSkipDirective, node, self.variable_values)
+            include = get_directive_values(GraphQLIncludeDirective, node, self.variable_values)
+        except GraphQLError:  # an invalid value: validation reports it
+            return True
+        return (skip or {}).get("if") is not True and (include or {}).get("if") is not False
+
+    def collect(
+        self, parent: GraphQLNamedType, selections: SelectionSetNode, seen: _Seen, out: _Entries
+    ) -> _Entries:
+        """Append the fields of ``selections`` on ``parent``, fragments resolved, to ``out``.
+        ``seen``: the fragments the selections are nested in, so that none recurses forever."""
+        for sel in selections.selections:
+            if not self._included(sel):
+                continue
+            if isinstance(sel, FieldNode):
+                out.append((parent, sel, seen))
+                continue
+            if isinstance(sel, InlineFragmentNode):
+                cond = sel.type_condition.name.value if sel.type_condition else None
+                inner, inner_seen = sel.selection_set, seen
+            elif isinstance(sel, FragmentSpreadNode) and sel.name.value not in seen:
+                fragment = self.fragments.get(sel.name.value)
+                if fragment is None:
+                    continue
+                if len(seen) >= MAX_NESTING:
+                    nested = f"is nested in more than {MAX_NESTING} fragments."
+                    raise CostError(f"`...{sel.name.value}` {nested}", sel)
+                cond, inner = fragment.type_condition.name.value, fragment.selection_set
+                inner_seen = seen | {sel.name.value}
+            else:
+                continue
+            target = self.schema.get_type(cond) if cond else parent
+            if target is not None and is_composite_type(target):
+                self.collect(target, inner, inner_seen, out)
+        return out
+
+    def children(self, named: GraphQLNamedType, group: _Entries) -> _Entries:
+        out: _Entries = []
+        for _, node, seen in group:
+            if node.selection_set is not None:
+                self.collect(named, node.selection_set, seen, out)
+        return out
+
+    def cost(self, entries: _Entries, data: _Data | None, path: str) -> int:
+        """The cost of ``entries``: requested if ``data`` is None, else actual over ``data``."""
+        runtime = self.schema.get_type(data.get("__typename") or "") if data is not None else None
+        total = 0
+        for group in _groups(entries, by_key=data is not None):
+            if isinstance(runtime, GraphQLObjectType):  # only the fragments that applied
+                group = [e for e in group if self._applies(e[0], runtime)]
+            if group and (data is None or _key(group[0][1]) in data):
+                value = data[_key(group[0][1])] if data is not None else None
+                total += self._field(group, data is None, value, path)
+        return total
+
+    def _field(self, group: _Entries, static: bool, value: Any, path: str) -> int:
+        parent, node, _ = group[0]
+        field = _definition(parent, node)
+        if node.name.value in INTROSPECTION or field is not None:
+            self.coordinates.add(f"{parent.name}.{node.name.value}")
+        if field is None:  # __typename, introspection, or an invalid field
+            return 0
+        extra = MUTATION_COST if parent is self.schema.mutation_type else 0
+        named = get_named_type(field.type)
+        if not is_composite_type(named):
+            return extra
+        here = f"{path}.{_key(node)}".lstrip(".")
+        if static and here.count(".") >= MAX_NESTING:  # fragments can nest past the parser's limit
+            root = here.split(".")[0]
+            raise CostError(f"`{root}` is nested more than {MAX_NESTING} fields deep.", node)
+        kids = self.children(named, group)
+        if _is_connection(named):
+            if static:
+                return extra + self._connection(
+                    kids, None, self._page_size(field, node, here), here
+                )
+            if not isinstance(value, Mapping):
+                return extra + CONNECTION_COST
+            return extra + self._connection(kids, value, 0, here)
+        if _is_list(field):
+            items = None if static else _items(value)
+            count = LIST_ESTIMATE if items is None else len(items)
+            return extra + count + self._each(kids, items, LIST_ESTIMATE, here)
+        return extra + 1 + self._each(kids, None if static else [value], 1, here)
+
+    def _each(self, entries: _Entries, items: list[Any] | None, n: int, path: str) -> int:
+        """n times the requested cost of ``entries``, or their actual cost summed over items."""
+        if items is None:
+            return n * self.cost(entries, None, path)
+        return sum(self.cost(entries, item, path) for item in items if isinstance(item, Mapping))
+
+    def _connection(self, entries: _Entries, data: _Data | None, n: int, path: str) -> int:
+        """2 + n * (1 + what each item costs) + totalCount: n is ``first``/``last`` when
+        requested, the number of items returned when actual."""
+        total, count = CONNECTION_COST, n
+        for group in _groups(entries, by_key=data is not None):
+            parent, node, _ = group[0]
+            name, key = node.name.value, _key(node)
+            named = _field_named_type(_definition(parent, node))
+            if data is not None and key not in data:
+                continue
+            if name in ("edges", "nodes") and named is not None:
+                self.coordinates.add(f"{parent.name}.{name}")
+                items = None if data is None else _items(data[key])
+                count = n if items is None else max(count, len(items))
+                for inner in _groups(self.children(named, group), by_key=data is not None):
+                    edge_type, edge_node, _ = inner[0]
+                    node_type = _field_named_type(_definition(edge_type, edge_node))
+                    if name == "nodes" or edge_node.name.value != "node" or node_type is None:
+                        total += self._each(inner, items, n, f"{path}.{key}")
+                        continue
+                    self.coordinates.add(f"{edge_type.name}.node")
+                    node_key = _key(edge_node)
+                    values = items and [e.get(node_key) for e in items if isinstance(e, Mapping)]
+                    kids = self.children(node_type, inner)
+                    total += self._each(kids, values, n, f"{path}.{key}.{node_key}")
+            elif name == "totalCount":
+                self.coordinates.add(f"{parent.name}.totalCount")
+                total += 1
+            else:  # pageInfo is free: walked for its coordinates only
+                cost = self.cost(group, data, path)
+                total += 0 if name == "pageInfo" else cost
+        return total + count
+
+    def _applies(self, parent: GraphQLNamedType, runtime: GraphQLObjectType) -> bool:
+        if is_abstract_type(parent):
+            return self.schema.is_sub_type(parent, runtime)
+        return parent is runtime
+
+    def _page_size(self, field: GraphQLField, node: FieldNode, path: str) -> int:
+        """``first`` or ``last`` (the larger), given or by default; CostError if neither."""
+        sizes: list[int] = []
+        for name, arg in ((n, field.args.get(n)) for n in ("first", "last")):
+            given = next((a.value for a in node.arguments or () if a.name.value == name), None)
+            if arg is None:
+                continue
+            value = Undefined
+            if isinstance(given, VariableNode):
+                if self.variables_invalid:
+                    sizes.append(MAX_PAGE_SIZE)
+                    continue
+                value = self.variables.get(given.name.value, Undefined)
+            elif given is not None:
+                value = value_from_ast(given, arg.type, self.variables)
+            value = arg.default_value if value is Undefined else value
+            if isinstance(value, int) and not isinstance(value, bool):
+                if not 0 <= value <= MAX_PAGE_SIZE:
+                    message = f"`{path}`: `{name}` must be from 0 to {MAX_PAGE_SIZE}, not {value}."
+                    raise CostError(message, node)
+                sizes.append(value)
+        if not sizes:
+            message = f"`{path}` is a connection: pass `first` or `last` (at most {MAX_PAGE_SIZE})."
+            raise CostError(message, node)
+        return max(sizes)
+
+
+def _definition(parent: GraphQLNamedType, node: FieldNode) -> GraphQLField | None:
+    fields = getattr(parent, "fields", None)
+    return fields.get(node.name.value) if isinstance(fields, dict) else None
+
+
+def _field_named_type(field: GraphQLField | None) -> GraphQLNamedType | None:
+    return get_named_type(field.type) if field is not None else None
+
+
+def _key(node: FieldNode) -> str:
+    return node.alias.value if node.alias else node.name.value
+
+
+def _groups(entries: Iterable[_Entry], *, by_key: bool = False) -> list[_Entries]:
+    """Entries merged as execution merges them: by response key (and, unless ``by_key``, by
+    the type selected on, so that the branches of an abstract type add up)."""
+    groups: dict[tuple[str, ...], _Entries] = {}
+    for entry in entries:
+        key = (_key(entry[1]),) if by_key else (entry[0].name, entry[1].name.value, _key(entry[1]))
+        groups.setdefault(key, []).append(entry)
+    return list(groups.values())
+
+
+def _is_list(field: GraphQLField) -> bool:
+    type_ = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
+    return isinstance(type_, GraphQLList)
+
+
+def _is_connection(named: GraphQLNamedType) -> bool:
+    edges = getattr(named, "fields", {}).get("edges")
+    edge_type = get_named_type(edges.type) if edges is not None else None
+    return "node" in getattr(edge_type, "fields", {})
+
+
+def _items(value: Any) -> list[Any]:
+    """The items of a list value (nested lists flattened); none for null."""
+    if not isinstance(value, list):
+        return []
+    return [leaf for item in value for leaf in (_items(item) if isinstance(item, list) else [item])]
+
+
+def analyze(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: _Vars,
+) -> Analysis:
+    """The operation's type, the schema coordinates it touches and its requested cost."""
+    walker = _Walker(schema, document, operation_name, variables)
+    entries = walker.root()
+    cost = walker.cost(entries, None, "") if entries is not None else 0
+    kind = walker.operation.operation if walker.operation else OperationType.QUERY
+    return Analysis(kind, frozenset(walker.coordinates), cost)
+
+
+def actual_cost(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: _Vars,
+    data: Mapping[str, Any] | None,
+) -> int:
+    """The cost model applied to the result ``data``: items really returned."""
+    if data is None:
+        return 0
+    walker = _Walker(schema, document, operation_name, variables)
+    entries = walker.root()
+    return walker.cost(entries, data, "") if entries is not None else 0
+
+
+# --- the budget ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThrottleStatus:
+    maximum_available: int
+    currently_available: int
+    restore_rate: float
+
+    def as_dict(self) -> dict[str, int | float]:
+        return {
+            "maximumAvailable": self.maximum_available,
+            "currentlyAvailable": self.currently_available,
+            "restoreRate": self.restore_rate,
+        }
+
+
+@dataclass(frozen=True)
+class Throttle:
+    accepted: bool
+    reason: str | None
+    retry_after_seconds: float | None
+    status: ThrottleStatus
+
+
+@dataclass(slots=True)
+class _Bucket:
+    level: float
+    stamp: float
+
+
+class CostBudget:
+    """Cost points per principal: a token bucket of ``capacity`` refilled at ``restore_rate``
+    points per second. At most ``max_principals`` buckets are kept (least recently used go;
+    a principal dropped comes back full). ``capacity <= 0`` disables the budget."""
+
+    _SLACK = 1e-6  # points: float noise is not a reason to refuse
+
+    def __init__(
+        self,
+        capacity: int,
+        restore_rate: float,
+        max_query_cost: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_principals: int = 100_000,
+    ) -> None:
+        self.capacity = capacity
+        self.restore_rate = restore_rate
+        self.max_query_cost = max_query_cost
+        self._clock = clock
+        self._max_principals = max(1, max_principals)
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.capacity > 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _bucket(self, principal: str) -> _Bucket:
+        now = self._clock()
+        bucket = self._buckets.get(principal)
+        if bucket is None:
+            bucket = self._buckets[principal] = _Bucket(float(self.capacity), now)
+            while len(self._buckets) > self._max_principals:
+                self._buckets.popitem(last=False)
+            return bucket
+        self._buckets.move_to_end(principal)
+        elapsed = max(0.0, now - bucket.stamp)
+        bucket.level = min(float(self.capacity), bucket.level + elapsed * self.restore_rate)
+        bucket.stamp = now
+        return bucket
+
+    def _status(self, bucket: _Bucket | None) -> ThrottleStatus:
+        level = bucket.level if bucket is not None else max(self.capacity, 0)
+        return ThrottleStatus(max(self.capacity, 0), math.floor(level), self.restore_rate)
+
+    def check(self, principal: str, requested: int) -> Throttle:
+        """Reserve ``requested`` points, or refuse: MAX_COST_EXCEEDED when no wait helps
+        (above ``max_query_cost`` or ``capacity``), THROTTLED with the seconds to wait."""
+        if not self.enabled:
+            return Throttle(True, None, None, self._status(None))
+        requested = max(0, requested)
+        bucket = self._bucket(principal)
+        if requested > min(self.max_query_cost, self.capacity):
+            return Throttle(False, "MAX_COST_EXCEEDED", None, self._status(bucket))
+        if requested > bucket.level + self._SLACK:
+            retry: float | None = None
+            if self.restore_rate > 0:
+                seconds = (requested - bucket.level) / self.restore_rate
+                retry = max(0.1, math.ceil(seconds * 10 - 1e-9) / 10)
+            return Throttle(False, "THROTTLED", retry, self._status(bucket))
+        bucket.level = max(bucket.level - requested, 0.0)
+        return Throttle(True, None, None, self._status(bucket))
+
+    def settle(self, principal: str, reserved: int, actual: int) -> ThrottleStatus:
+        """Give back ``reserved - actual`` (take more when the actual cost is larger)."""
+        if not self.enabled:
+            return self._status(None)
+        bucket = self._bucket(principal)
+        level = bucket.level + reserved - actual
+        bucket.level = min(float(self.capacity), max(-float(self.capacity), level))
+        return self._status(bucket)
