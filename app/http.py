@@ -7,24 +7,27 @@ import contextvars
 import logging
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from graphql import GraphQLError
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import StrawberryGraphQLError
+from strawberry.exceptions import ConnectionRejectionError, StrawberryGraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.base import HTTPException  # type: ignore[attr-defined]
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 
+from app.auth import Authenticator, AuthError, Session, Sessions
 from app.broadcast import EventHub
 from app.context import Context
 from app.loaders import Loaders
 from db.database import Database, StatementCounter, statement_counter
+from domain.access import ANONYMOUS
 from domain.errors import DomainError
 from domain.orders import PricingPolicy
 
@@ -32,6 +35,12 @@ log = logging.getLogger("ordergraph.http")
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# The auth sessions a WebSocket connection registered, so they end with the connection.
+_ws_sessions: contextvars.ContextVar[list[Session] | None] = contextvars.ContextVar(
+    "ws_sessions", default=None
+)
+#: WebSocket close code for credentials refused or ended (graphql-transport-ws "Forbidden").
+WS_FORBIDDEN = 4403
 
 
 def _is_expected(error: GraphQLError) -> bool:
@@ -45,10 +54,11 @@ class MaskUnexpectedErrors(MaskErrors):
     """Syntax, validation and our own input errors stay readable; anything unexpected is
     logged with the request id and answered with a generic message and that id."""
 
-    def __init__(self) -> None:
+    def __init__(self, expose_details: bool = False) -> None:
         super().__init__(
             should_mask_error=lambda e: not _is_expected(e), error_message="Internal error."
         )
+        self.expose_details = expose_details
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         request_id = request_id_var.get()
@@ -58,11 +68,13 @@ class MaskUnexpectedErrors(MaskErrors):
             error.path,
             exc_info=error.original_error,
         )
+        extensions: dict[str, Any] = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
+        if self.expose_details and error.original_error is not None:
+            # Development only: production never shows internal messages.
+            original = error.original_error
+            extensions["detail"] = f"{type(original).__name__}: {original}"
         return GraphQLError(
-            message=self.error_message,
-            nodes=error.nodes,
-            path=error.path,
-            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+            message=self.error_message, nodes=error.nodes, path=error.path, extensions=extensions
         )
 
 
@@ -75,7 +87,10 @@ class SqlStatementCount(SchemaExtension):
         try:
             yield
         finally:
-            statement_counter.reset(token)
+            try:
+                statement_counter.reset(token)
+            except ValueError:  # a stream closed from another task's context
+                statement_counter.set(None)
 
     def get_results(self) -> dict[str, Any]:
         return {"debug": {"sqlStatements": self._counter.count}}
@@ -105,32 +120,102 @@ def _preferred_media_type(accept: str | None) -> str | None:
     return None
 
 
+def _unauthenticated(message: str) -> Response:
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="ordergraph"'},
+    )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> None:
+    """Read the body up to ``limit`` bytes, whatever Content-Length claims; Strawberry then
+    reads it from the request's cache."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    request._body = b"".join(chunks)
+
+
 class GraphQLView(GraphQL[Context, None]):
     def __init__(
-        self, schema: Any, *, db: Database, hub: EventHub, pricing: PricingPolicy, **kwargs: Any
+        self,
+        schema: Any,
+        *,
+        db: Database,
+        hub: EventHub,
+        pricing: PricingPolicy,
+        authenticator: Authenticator,
+        sessions: Sessions,
+        max_body_bytes: int,
+        **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
         self.db = db
         self.hub = hub
         self.pricing = pricing
+        self.authenticator = authenticator
+        self.sessions = sessions
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id_var.set(uuid.uuid4().hex[:16])
+        if scope["type"] == "websocket":
+            sessions: list[Session] = []
+            _ws_sessions.set(sessions)
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                for session in sessions:
+                    self.sessions.unregister(session)
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
         try:
-            response = await self.run(request)
+            response = await self._respond(request)
+        except BodyTooLarge:
+            response = PlainTextResponse(
+                f"Request body larger than {self.max_body_bytes} bytes.", status_code=413
+            )
+        except ClientDisconnect:
+            return
+        response.headers["X-Request-Id"] = request_id_var.get()
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response:
+        if request.method == "POST":
+            await _read_body(request, self.max_body_bytes)
+        try:
+            request.state.principal = await self.authenticator.authenticate(
+                request.headers.get("authorization")
+            )
+        except AuthError as exc:
+            return _unauthenticated(str(exc))
+        try:
+            response: Response = await self.run(request)
         except HTTPException as e:
             response = PlainTextResponse(e.reason, status_code=e.status_code)
             if request.method == "GET" and "not allowed when using GET" in e.reason:
                 # GraphQL over HTTP: mutations only by POST.
                 response = PlainTextResponse(e.reason, status_code=405, headers={"Allow": "POST"})
-        response.headers["X-Request-Id"] = request_id_var.get()
-        await response(scope, receive, send)
+        return response
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        # WebSockets authenticate in on_ws_connect, once the connection_init payload is in.
+        principal = getattr(request.state, "principal", ANONYMOUS)
         return Context(
             request=request,
             response=response,
@@ -138,9 +223,37 @@ class GraphQLView(GraphQL[Context, None]):
             loaders=Loaders(self.db),
             pricing=self.pricing,
             stream=self.hub,
-            actor="api",
+            principal=principal,
             request_id=request_id_var.get(),
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Credentials from the connection_init payload (``authorization``), else from the
+        upgrade request's Authorization header. Refused: closed with 4403."""
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        raw = params.get("authorization", params.get("Authorization"))
+        if raw is not None and not isinstance(raw, str):
+            raise ConnectionRejectionError({"message": "`authorization` must be a string."})
+        websocket: WebSocket = context.request
+        if raw is None:
+            raw = websocket.headers.get("authorization")
+        try:
+            principal = await self.authenticator.authenticate(raw)
+        except AuthError as exc:
+            raise ConnectionRejectionError(
+                {"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}
+            ) from None
+        context.principal = principal
+        if principal.api_key_id is not None or principal.expires_at is not None:
+
+            async def close(reason: str) -> None:
+                await websocket.close(code=WS_FORBIDDEN, reason=f"Forbidden: {reason}")
+
+            session = self.sessions.register(principal, close)
+            holder = _ws_sessions.get()
+            if holder is not None:
+                holder.append(session)
+        return cast("UnsetType", UNSET)
 
     async def run(self, request: Any, context: Any = None, root_value: Any = None) -> Any:
         is_http = request.scope["type"] == "http"
@@ -165,7 +278,7 @@ class GraphQLView(GraphQL[Context, None]):
             and result.media_type == "application/json"
         ):
             result.headers["content-type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
-            if getattr(request.state, "graphql_request_error", False):
+            if getattr(request.state, "graphql_request_error", False) and result.status_code == 200:
                 result.status_code = 400
         return result
 

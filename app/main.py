@@ -9,8 +9,11 @@ from datetime import timedelta
 from typing import Any
 
 from graphql import GraphQLError, StringValueNode, ValidationRule
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
@@ -24,7 +27,10 @@ from strawberry.extensions.max_aliases import create_validator as max_aliases
 from strawberry.extensions.query_depth_limiter import create_validator as max_depth
 from strawberry.schema import Schema
 
+from app.auth import Authenticator, Sessions
 from app.broadcast import EventHub
+from app.cost import CostBudget
+from app.guard import RequestGuard
 from app.http import GraphQLView, MaskUnexpectedErrors, SqlStatementCount
 from app.outbox import OutboxRelay
 from app.settings import Settings
@@ -51,15 +57,28 @@ class NoNulInStrings(ValidationRule):
 
 # Built once: rule classes made per request would defeat the validation cache.
 VALIDATION_RULES = [max_depth(MAX_DEPTH, None, None), max_aliases(MAX_ALIASES), NoNulInStrings]
+PRODUCTION_RULES = [*VALIDATION_RULES, NoSchemaIntrospectionCustomRule]
 
 
-def make_schema(debug: bool = False) -> Schema:
+def make_schema(
+    debug: bool = False, *, production: bool = False, budget: CostBudget | None = None
+) -> Schema:
+    """The schema with its limits. In order: parse (cached) under a token limit, validate
+    (cached) with depth, alias and, in production, introspection rules, then the guard
+    (authorization and cost) before anything executes."""
+    rules = PRODUCTION_RULES if production else VALIDATION_RULES
+    guard_budget = (
+        budget
+        if budget is not None
+        else CostBudget(capacity=0, restore_rate=1, max_query_cost=10**9)
+    )
     extensions: list[Any] = [
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: AddValidationRules(VALIDATION_RULES),
-        MaskUnexpectedErrors,
+        lambda: AddValidationRules(rules),
+        lambda: RequestGuard(budget=guard_budget),
+        lambda: MaskUnexpectedErrors(expose_details=not production),
     ]
     if debug:
         extensions.append(SqlStatementCount)
@@ -77,12 +96,22 @@ class Services:
         )
         self.relay = OutboxRelay(self.db, self.hub, settings.outbox_sweep_seconds)
         self.db.after_commit = self.relay.on_commit
+        self.authenticator = Authenticator(self.db, settings)
+        self.sessions = Sessions(self.db, settings.auth_recheck_seconds)
+        self.budget = CostBudget(
+            capacity=settings.cost_bucket,
+            restore_rate=settings.cost_restore_rate,
+            max_query_cost=settings.cost_max_query,
+        )
 
     async def start(self) -> None:
         await self.hub.start()
         await self.relay.start()
+        await self.sessions.start()
 
     async def stop(self) -> None:
+        await self.sessions.stop()
+        await self.authenticator.drain()
         await self.relay.stop()
         await self.hub.stop()
         await self.db.dispose()
@@ -90,14 +119,19 @@ class Services:
 
 def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
     services = Services(settings, db)
+    schema = make_schema(settings.debug, production=settings.production, budget=services.budget)
     view = GraphQLView(
-        make_schema(settings.debug),
+        schema,
         db=services.db,
         hub=services.hub,
         pricing=settings.pricing,
+        authenticator=services.authenticator,
+        sessions=services.sessions,
+        max_body_bytes=settings.max_body_bytes,
         connection_init_wait_timeout=timedelta(seconds=10),
-        max_subscriptions_per_connection=50,
+        max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         allowed_origins=settings.allowed_origins,
+        graphql_ide=None if settings.production else "graphiql",
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -136,8 +170,19 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
             Route("/readyz", readyz),
         ],
         lifespan=lifespan,
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.allowed_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Accept"],
+                expose_headers=["X-Request-Id", "Retry-After"],
+                max_age=600,
+            )
+        ],
     )
     app.state.services = services
+    app.state.schema = schema
     return app
 
 

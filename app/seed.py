@@ -12,6 +12,7 @@ from sqlalchemy import select
 from app.settings import Settings
 from db.database import Database
 from db.models import Product
+from domain.access import Principal
 from domain.errors import DomainError, DomainErrors
 from domain.inventory import StockMovementReason
 from domain.orders import PaymentMethod, SalesChannel
@@ -27,7 +28,7 @@ from resolvers.orders import (
     start_processing,
 )
 
-ACTOR = "seed"
+ACTOR = Principal.system("seed")
 WAREHOUSES = [
     ("NYC", "New York", 1, "US"),
     ("LAX", "Los Angeles", 2, "US"),

@@ -60,6 +60,12 @@ def validate_broadcast_url(raw: str) -> str:
     return url
 
 
+#: Only for development: production refuses to start without its own secret.
+DEV_JWT_SECRET = "ordergraph-development-secret-do-not-use-in-production"
+MIN_JWT_SECRET_LENGTH = 32
+ENVIRONMENTS = ("development", "production")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite+aiosqlite:///./ordergraph.db"
@@ -72,6 +78,21 @@ class Settings:
     subscriber_queue_size: int = 1_000
     outbox_sweep_seconds: float = 5.0
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    env: str = "development"
+    jwt_secret: str = field(default=DEV_JWT_SECRET, repr=False)
+    jwt_audience: str = "ordergraph"
+    jwt_issuer: str = ""
+    token_ttl_seconds: int = 3600
+    max_body_bytes: int = 1_000_000
+    cost_max_query: int = 10_000
+    cost_bucket: int = 20_000
+    cost_restore_rate: int = 1_000
+    max_subscriptions_per_connection: int = 50
+    auth_recheck_seconds: float = 1.0
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
 
     @property
     def crosses_processes(self) -> bool:
@@ -127,4 +148,41 @@ class Settings:
             changes["outbox_sweep_seconds"] = float(_int("OUTBOX_SWEEP_SECONDS", raw, 1, 3600))
         if (raw := get("ALLOWED_ORIGINS")) is not None:
             changes["allowed_origins"] = tuple(o.strip() for o in raw.split(",") if o.strip())
-        return replace(s, **changes)  # type: ignore[arg-type]
+        if (raw := get("ENV")) is not None:
+            if raw.strip().lower() not in ENVIRONMENTS:
+                raise SettingsError(f"{PREFIX}ENV={raw!r}: expected development or production.")
+            changes["env"] = raw.strip().lower()
+        if (raw := get("JWT_SECRET")) is not None:
+            if len(raw) < MIN_JWT_SECRET_LENGTH:
+                raise SettingsError(
+                    f"{PREFIX}JWT_SECRET: expected at least {MIN_JWT_SECRET_LENGTH} characters "
+                    "(e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)."
+                )
+            changes["jwt_secret"] = raw
+        for name in ("JWT_AUDIENCE", "JWT_ISSUER"):
+            if (raw := get(name)) is not None:
+                changes[name.lower()] = raw.strip()
+        for name, lo, hi in (
+            ("TOKEN_TTL_SECONDS", 60, 90 * 24 * 3600),
+            ("MAX_BODY_BYTES", 1_000, 100_000_000),
+            ("COST_MAX_QUERY", 1, 10**9),
+            ("COST_BUCKET", 0, 10**9),
+            ("COST_RESTORE_RATE", 1, 10**9),
+            ("MAX_SUBSCRIPTIONS_PER_CONNECTION", 1, 10_000),
+        ):
+            if (raw := get(name)) is not None:
+                changes[name.lower()] = _int(name, raw, lo, hi)
+        if (raw := get("AUTH_RECHECK_SECONDS")) is not None:
+            changes["auth_recheck_seconds"] = float(_int("AUTH_RECHECK_SECONDS", raw, 1, 3600))
+        settings = replace(s, **changes)  # type: ignore[arg-type]
+        if settings.production:
+            if settings.jwt_secret == DEV_JWT_SECRET:
+                raise SettingsError(
+                    f"{PREFIX}ENV=production needs {PREFIX}JWT_SECRET (at least "
+                    f"{MIN_JWT_SECRET_LENGTH} characters): the development secret is public."
+                )
+            if settings.debug:
+                raise SettingsError(
+                    f"{PREFIX}DEBUG=true is for development; it is refused in production."
+                )
+        return settings

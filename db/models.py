@@ -84,6 +84,7 @@ class Product(Base):
     name: Mapped[str] = mapped_column(String(200))
     price_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
+    cost_minor: Mapped[int | None] = mapped_column(BigInteger)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     allow_backorder: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -162,6 +163,8 @@ class Order(Base):
     total_minor: Mapped[int] = mapped_column(BigInteger)
     shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
     request_hash: Mapped[str] = mapped_column(String(64))
+    # Unguessable: whoever holds it may follow the order's delivery (a tracking link).
+    tracking_token: Mapped[str | None] = mapped_column(String(64))
     placed_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -174,6 +177,7 @@ class Order(Base):
         Index("ix_sales_order_placed_at", "placed_at", "id"),
         Index("ix_sales_order_customer_id", "customer_id", "placed_at"),
         Index("ix_sales_order_status", "status", "placed_at"),
+        Index("uq_sales_order_tracking_token", "tracking_token", unique=True),
     )
 
 
@@ -226,6 +230,7 @@ class OrderEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(24))
     to_status: Mapped[str | None] = mapped_column(String(24))
     actor: Mapped[str] = mapped_column(String(100))
+    actor_role: Mapped[str | None] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column()
@@ -262,3 +267,22 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("scope", "key"),)
+
+
+class ApiKey(Base):
+    """A key for staff tools and integrations. Only a SHA-256 hash of the key is stored (the
+    key is random and long, so a slow hash adds nothing); ``prefix`` identifies it in logs."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[str] = mapped_column(String(500), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (Index("ix_api_key_revoked_at", "revoked_at"),)

@@ -8,6 +8,7 @@ from sqlalchemy import update
 
 from db.database import Database
 from db.models import EventCounter, OrderEvent, utcnow
+from domain.access import Principal
 
 
 class UnitOfWork:
@@ -21,7 +22,7 @@ class UnitOfWork:
     outbox relay (``Database.after_commit``); publishing never happens inside the transaction.
     """
 
-    def __init__(self, db: Database, actor: str) -> None:
+    def __init__(self, db: Database, actor: Principal) -> None:
         self.db = db
         self.actor = actor
         self._events: list[OrderEvent] = []
@@ -69,7 +70,8 @@ class UnitOfWork:
             type=type_,
             from_status=from_status,
             to_status=to_status,
-            actor=self.actor,
+            actor=self.actor.id,
+            actor_role=self.actor.role.value,
             note=note,
             occurred_at=utcnow(),
         )

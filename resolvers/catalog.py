@@ -12,9 +12,17 @@ from db.models import Product, Warehouse
 from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
+from domain.access import Principal
 from domain.errors import DomainError, ErrorCode, raise_if_any
 from domain.money import Money, MoneyError
-from resolvers.common import get_or_not_found, remember, replay, request_hash, retry_on_conflict
+from resolvers.common import (
+    get_or_not_found,
+    idempotency_scope,
+    remember,
+    replay,
+    request_hash,
+    retry_on_conflict,
+)
 
 
 def _price(
@@ -37,14 +45,19 @@ class ProductInput:
     currency: str
     active: bool = True
     allow_backorder: bool = False
+    cost_price: Decimal | None = None
 
 
 async def create_product(
-    db: Database, p: ProductInput, actor: str, idempotency_key: str | None = None
+    db: Database, p: ProductInput, actor: Principal, idempotency_key: str | None = None
 ) -> Product:
     errors = v.sku(p.sku, ["input", "sku"])
     errors += v.text(p.name, ["input", "name"], max_length=v.MAX_NAME_LENGTH)
     money, price_errors = _price(p.price, p.currency, ["input", "price"])
+    cost: Money | None = None
+    if p.cost_price is not None:
+        cost, cost_errors = _price(p.cost_price, p.currency, ["input", "costPrice"])
+        price_errors += cost_errors
     errors += _key_errors(idempotency_key)
     raise_if_any(errors + price_errors)
     assert money is not None
@@ -53,7 +66,9 @@ async def create_product(
     async def run() -> Product:
         async with UnitOfWork(db, actor) as uow:
             s = uow.session
-            if found := await replay(s, "createProduct", idempotency_key, fingerprint, Product):
+            if found := await replay(
+                s, idempotency_scope("createProduct", actor), idempotency_key, fingerprint, Product
+            ):
                 return found  # type: ignore[no-any-return]
             if (await s.execute(select(Product.id).where(Product.sku == p.sku))).first():
                 raise DomainError(
@@ -66,10 +81,17 @@ async def create_product(
                 currency=money.currency,
                 active=p.active,
                 allow_backorder=p.allow_backorder,
+                cost_minor=cost.minor if cost is not None else None,
             )
             s.add(product)
             await s.flush()
-            remember(s, "createProduct", idempotency_key, fingerprint, product.id)
+            remember(
+                s,
+                idempotency_scope("createProduct", actor),
+                idempotency_key,
+                fingerprint,
+                product.id,
+            )
             await uow.commit()
             return product
 
@@ -89,9 +111,12 @@ class ProductChanges:
     currency: str | None = None
     active: bool | None = None
     allow_backorder: bool | None = None
+    cost_price: Decimal | None = None
 
 
-async def update_product(db: Database, product_id: int, c: ProductChanges, actor: str) -> Product:
+async def update_product(
+    db: Database, product_id: int, c: ProductChanges, actor: Principal
+) -> Product:
     """Change catalogue data. Orders already placed keep the price they were placed at."""
     errors: list[DomainError] = []
     if c.name is not None:
@@ -112,6 +137,11 @@ async def update_product(db: Database, product_id: int, c: ProductChanges, actor
             raise_if_any(price_errors)
             assert money is not None
             product.price_minor, product.currency = money.minor, money.currency
+        if c.cost_price is not None:
+            cost, cost_errors = _price(c.cost_price, product.currency, ["input", "costPrice"])
+            raise_if_any(cost_errors)
+            assert cost is not None
+            product.cost_minor = cost.minor
         if c.name is not None:
             product.name = c.name.strip()
         if c.active is not None:
@@ -158,7 +188,7 @@ class WarehouseInput:
 
 
 async def create_warehouse(
-    db: Database, w: WarehouseInput, actor: str, idempotency_key: str | None = None
+    db: Database, w: WarehouseInput, actor: Principal, idempotency_key: str | None = None
 ) -> Warehouse:
     errors = v.warehouse_code(w.code, ["input", "code"])
     errors += v.text(w.name, ["input", "name"], max_length=v.MAX_NAME_LENGTH)
@@ -172,7 +202,13 @@ async def create_warehouse(
     async def run() -> Warehouse:
         async with UnitOfWork(db, actor) as uow:
             s = uow.session
-            if found := await replay(s, "createWarehouse", idempotency_key, fingerprint, Warehouse):
+            if found := await replay(
+                s,
+                idempotency_scope("createWarehouse", actor),
+                idempotency_key,
+                fingerprint,
+                Warehouse,
+            ):
                 return found  # type: ignore[no-any-return]
             if (await s.execute(select(Warehouse.id).where(Warehouse.code == w.code))).first():
                 raise DomainError(
@@ -188,7 +224,13 @@ async def create_warehouse(
             )
             s.add(warehouse)
             await s.flush()
-            remember(s, "createWarehouse", idempotency_key, fingerprint, warehouse.id)
+            remember(
+                s,
+                idempotency_scope("createWarehouse", actor),
+                idempotency_key,
+                fingerprint,
+                warehouse.id,
+            )
             await uow.commit()
             return warehouse
 

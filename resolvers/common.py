@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import IdempotencyRecord
+from domain.access import Principal
 from domain.errors import DomainError, ErrorCode
 
 T = TypeVar("T")
@@ -37,6 +38,12 @@ async def get_or_not_found(
     if obj is None:
         raise DomainError(ErrorCode.NOT_FOUND, f"No {label} with this id.", field)
     return obj
+
+
+def idempotency_scope(operation: str, actor: Principal) -> str:
+    """Idempotency keys are per caller: two clients may both use "order-1" as a key, and
+    neither may ever receive what the other created."""
+    return f"{operation}@{actor.id}"[:64]
 
 
 async def replay(

@@ -13,8 +13,9 @@ from db.models import Customer
 from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
+from domain.access import Principal
 from domain.errors import DomainError, ErrorCode, raise_if_any
-from resolvers.common import remember, replay, request_hash, retry_on_conflict
+from resolvers.common import idempotency_scope, remember, replay, request_hash, retry_on_conflict
 
 
 @dataclass(slots=True)
@@ -67,7 +68,7 @@ async def find_or_create_customer(session: AsyncSession, c: NewCustomer) -> Cust
 
 
 async def create_customer(
-    db: Database, c: NewCustomer, actor: str, idempotency_key: str | None = None
+    db: Database, c: NewCustomer, actor: Principal, idempotency_key: str | None = None
 ) -> Customer:
     errors = validate_new_customer(c, ["input"])
     errors += v.text(
@@ -82,7 +83,13 @@ async def create_customer(
     async def run() -> Customer:
         async with UnitOfWork(db, actor) as uow:
             s = uow.session
-            if found := await replay(s, "createCustomer", idempotency_key, fingerprint, Customer):
+            if found := await replay(
+                s,
+                idempotency_scope("createCustomer", actor),
+                idempotency_key,
+                fingerprint,
+                Customer,
+            ):
                 return found  # type: ignore[no-any-return]
             email = c.email.strip().lower()
             if (await s.execute(select(Customer.id).where(Customer.email == email))).first():
@@ -94,7 +101,13 @@ async def create_customer(
             customer = _clean(c)
             s.add(customer)
             await s.flush()
-            remember(s, "createCustomer", idempotency_key, fingerprint, customer.id)
+            remember(
+                s,
+                idempotency_scope("createCustomer", actor),
+                idempotency_key,
+                fingerprint,
+                customer.id,
+            )
             await uow.commit()
             return customer
 

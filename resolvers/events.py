@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from db.database import Database
 from db.models import Order, OrderEvent, utcnow
 from db.uow import UnitOfWork
+from domain.access import Principal
 
 REPLAY_BATCH = 500
 
@@ -80,10 +81,13 @@ async def unpublished_events(
         return list((await s.execute(stmt.order_by(OrderEvent.sequence).limit(limit))).scalars())
 
 
+OUTBOX = Principal.system("outbox")
+
+
 async def mark_published(db: Database, sequences: Sequence[int]) -> None:
     if not sequences:
         return
-    async with UnitOfWork(db, "outbox") as uow:
+    async with UnitOfWork(db, OUTBOX) as uow:
         await uow.session.execute(
             update(OrderEvent)
             .where(OrderEvent.sequence.in_(sequences))

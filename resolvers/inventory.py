@@ -22,6 +22,7 @@ from db.models import (
 from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
+from domain.access import Principal
 from domain.errors import DomainError, ErrorCode, raise_if_any
 from domain.inventory import ADJUSTMENT_REASONS, StockMovementReason
 from domain.orders import OrderEventType, OrderStatus, format_order_number
@@ -57,7 +58,9 @@ def _validate(cmd: AdjustInventoryCommand) -> list[DomainError]:
     return errors
 
 
-async def adjust_inventory(db: Database, cmd: AdjustInventoryCommand, actor: str) -> InventoryLevel:
+async def adjust_inventory(
+    db: Database, cmd: AdjustInventoryCommand, actor: Principal
+) -> InventoryLevel:
     """A signed change of on-hand stock, recorded in the ledger with its reason.
 
     Stock can never go below what is reserved. New stock first fills backorders of the
@@ -74,7 +77,9 @@ async def adjust_inventory(db: Database, cmd: AdjustInventoryCommand, actor: str
     raise AssertionError("unreachable")
 
 
-async def _adjust_once(db: Database, cmd: AdjustInventoryCommand, actor: str) -> InventoryLevel:
+async def _adjust_once(
+    db: Database, cmd: AdjustInventoryCommand, actor: Principal
+) -> InventoryLevel:
     async with UnitOfWork(db, actor) as uow:
         s = uow.session
         # The product row serializes us with place_order (which locks it too), so an order
@@ -146,7 +151,7 @@ async def _adjust_once(db: Database, cmd: AdjustInventoryCommand, actor: str) ->
                 on_hand_delta=cmd.delta,
                 reason=cmd.reason.value,
                 note=cmd.note,
-                actor=actor,
+                actor=actor.id,
             )
         )
         if backorders:
@@ -229,7 +234,7 @@ async def _fill_backorders(
                 reserved_delta=take,
                 reason=StockMovementReason.BACKORDER_RESERVED.value,
                 reference=format_order_number(order.id),
-                actor=uow.actor,
+                actor=uow.actor.id,
             )
         )
         touched[order.id] = order

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from db.models import (
 from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
+from domain.access import Principal, check_customer_may_cancel
 from domain.allocation import LineDemand, WarehouseRank, plan_allocation
 from domain.errors import DomainError, DomainErrors, ErrorCode, raise_if_any
 from domain.inventory import StockMovementReason
@@ -42,7 +44,7 @@ from domain.orders import (
     parse_order_number,
     price_order,
 )
-from resolvers.common import get_or_not_found, remember, replay, request_hash
+from resolvers.common import get_or_not_found, idempotency_scope, remember, replay, request_hash
 from resolvers.customers import NewCustomer, find_or_create_customer, validate_new_customer
 from resolvers.inventory import refill_backorders
 
@@ -125,7 +127,7 @@ def _fingerprint(cmd: PlaceOrderCommand) -> str:
 
 
 async def place_order(
-    db: Database, cmd: PlaceOrderCommand, actor: str, pricing: PricingPolicy
+    db: Database, cmd: PlaceOrderCommand, actor: Principal, pricing: PricingPolicy
 ) -> Order:
     """Validate, price from the catalogue, reserve stock and record the order, atomically.
 
@@ -133,6 +135,7 @@ async def place_order(
     product allows it) or nothing is. A retry with the same ``idempotency_key``, or the same
     channel and ``external_id``, returns the first order and writes nothing.
     """
+    cmd = _for_caller(cmd, actor)
     raise_if_any(validate_place_order(cmd))
     fingerprint = _fingerprint(cmd)
     for attempt in range(_MAX_ATTEMPTS):
@@ -146,12 +149,31 @@ async def place_order(
     raise AssertionError("unreachable")
 
 
+def _for_caller(cmd: PlaceOrderCommand, actor: Principal) -> PlaceOrderCommand:
+    """Customers place orders for themselves only: their own id fills ``customerId``."""
+    if not actor.is_customer:
+        return cmd
+    if cmd.new_customer is not None:
+        raise DomainError(
+            ErrorCode.FORBIDDEN,
+            "Customers place orders for themselves: leave out `customer`.",
+            ["input", "customer"],
+        )
+    if cmd.customer_id is not None and cmd.customer_id != actor.customer_id:
+        raise DomainError(
+            ErrorCode.FORBIDDEN,
+            "Customers may place orders only for themselves.",
+            ["input", "customerId"],
+        )
+    return replace(cmd, customer_id=actor.customer_id)
+
+
 async def _existing_order(
     uow: UnitOfWork, cmd: PlaceOrderCommand, fingerprint: str
 ) -> Order | None:
     s = uow.session
     replayed: Order | None = await replay(
-        s, PLACE_ORDER_SCOPE, cmd.idempotency_key, fingerprint, Order
+        s, idempotency_scope(PLACE_ORDER_SCOPE, uow.actor), cmd.idempotency_key, fingerprint, Order
     )
     if replayed is not None:
         return replayed
@@ -165,9 +187,15 @@ async def _existing_order(
         ).scalar_one_or_none()
         if order is not None:
             if order.request_hash != fingerprint:
+                # Name the order only to a caller who may see it.
+                which = (
+                    "Another order"
+                    if uow.actor.is_customer and not uow.actor.owns(order.customer_id)
+                    else format_order_number(order.id)
+                )
                 raise DomainError(
                     ErrorCode.DUPLICATE_EXTERNAL_ID,
-                    f"{format_order_number(order.id)} already has this externalId "
+                    f"{which} already has this externalId "
                     f"on channel {cmd.channel.value}, with different contents.",
                     ["input", "externalId"],
                 )
@@ -176,7 +204,7 @@ async def _existing_order(
 
 
 async def _place_order_once(
-    db: Database, cmd: PlaceOrderCommand, fingerprint: str, actor: str, pricing: PricingPolicy
+    db: Database, cmd: PlaceOrderCommand, fingerprint: str, actor: Principal, pricing: PricingPolicy
 ) -> Order:
     async with UnitOfWork(db, actor) as uow:
         s = uow.session
@@ -275,6 +303,7 @@ async def _place_order_once(
         ]
         totals = price_order(line_totals, currency, pricing)
         order = Order(
+            tracking_token=secrets.token_urlsafe(24),
             customer_id=customer.id,
             channel=cmd.channel.value,
             external_id=cmd.external_id,
@@ -320,7 +349,13 @@ async def _place_order_once(
             Allocation(order_line_id=lines[index].id, warehouse_id=warehouse_id, quantity=qty)
             for (index, warehouse_id), qty in plan.allocations.items()
         )
-        remember(s, PLACE_ORDER_SCOPE, cmd.idempotency_key, fingerprint, order.id)
+        remember(
+            s,
+            idempotency_scope(PLACE_ORDER_SCOPE, uow.actor),
+            cmd.idempotency_key,
+            fingerprint,
+            order.id,
+        )
         uow.record_event(order.id, OrderEventType.PLACED, None, status.value, cmd.note)
         await uow.commit()
         return order
@@ -344,7 +379,7 @@ async def _reserve(uow: UnitOfWork, level: InventoryLevel, qty: int, reference: 
             reserved_delta=qty,
             reason=StockMovementReason.ORDER_RESERVED.value,
             reference=reference,
-            actor=uow.actor,
+            actor=uow.actor.id,
         )
     )
 
@@ -353,6 +388,9 @@ async def _locked_order(uow: UnitOfWork, order_id: int) -> Order:
     order: Order = await get_or_not_found(
         uow.session, Order, order_id, ["input", "orderId"], "order", for_update=True
     )
+    if uow.actor.is_customer and not uow.actor.owns(order.customer_id):
+        # Someone else's order looks exactly like one that does not exist.
+        raise DomainError(ErrorCode.NOT_FOUND, "No order with this id.", ["input", "orderId"])
     return order
 
 
@@ -365,10 +403,12 @@ async def _transition(uow: UnitOfWork, order: Order, target: OrderStatus, note: 
 
 
 async def change_status(
-    db: Database, order_id: int, target: OrderStatus, actor: str, note: str | None = None
+    db: Database, order_id: int, target: OrderStatus, actor: Principal, note: str | None = None
 ) -> Order:
     """Move an order along the transition table (confirm, start processing, ...)."""
     raise_if_any(v.text(note, ["input", "note"], max_length=v.MAX_NOTE_LENGTH, required=False))
+    if actor.is_customer:
+        raise DomainError(ErrorCode.FORBIDDEN, "Only staff move orders through fulfilment.")
     async with UnitOfWork(db, actor) as uow:
         order = await _locked_order(uow, order_id)
         await _transition(uow, order, target, note)
@@ -376,19 +416,21 @@ async def change_status(
         return order
 
 
-async def confirm_order(db: Database, order_id: int, actor: str, note: str | None = None) -> Order:
+async def confirm_order(
+    db: Database, order_id: int, actor: Principal, note: str | None = None
+) -> Order:
     """PENDING → CONFIRMED: staff accept the order for fulfilment."""
     return await change_status(db, order_id, OrderStatus.CONFIRMED, actor, note)
 
 
 async def start_processing(
-    db: Database, order_id: int, actor: str, note: str | None = None
+    db: Database, order_id: int, actor: Principal, note: str | None = None
 ) -> Order:
     """CONFIRMED → PROCESSING: the warehouse starts picking."""
     return await change_status(db, order_id, OrderStatus.PROCESSING, actor, note)
 
 
-async def cancel_order(db: Database, order_id: int, reason: str, actor: str) -> Order:
+async def cancel_order(db: Database, order_id: int, reason: str, actor: Principal) -> Order:
     """Cancel an order that has not shipped, releasing every unit it holds; released units
     go to orders waiting on backorder for the same products."""
     raise_if_any(v.text(reason, ["input", "reason"], max_length=v.MAX_NOTE_LENGTH))
@@ -414,6 +456,8 @@ async def cancel_order(db: Database, order_id: int, reason: str, actor: str) -> 
                 .with_for_update(key_share=True)
             )
         order = await _locked_order(uow, order_id)
+        if actor.is_customer:
+            check_customer_may_cancel(OrderStatus(order.status))
         held = OrderStatus(order.status) in HOLDS_RESERVATION
         await _transition(uow, order, OrderStatus.CANCELLED, reason)
         if held:
@@ -465,7 +509,7 @@ async def _release_order_stock(uow: UnitOfWork, order: Order) -> list[int]:
                 reserved_delta=-qty,
                 reason=StockMovementReason.ORDER_RELEASED.value,
                 reference=reference,
-                actor=uow.actor,
+                actor=uow.actor.id,
             )
         )
     await s.execute(

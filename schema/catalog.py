@@ -73,6 +73,9 @@ class Product(Node):
     price: Money
     active: bool
     allow_backorder: bool
+    cost_price: Money | None = strawberry.field(
+        description="What the product costs us. ADMIN, or INTEGRATION with `costs:read`."
+    )
     product_id: strawberry.Private[int]
 
     @classmethod
@@ -84,6 +87,7 @@ class Product(Node):
             price=Money.of(p.price_minor, p.currency),
             active=p.active,
             allow_backorder=p.allow_backorder,
+            cost_price=Money.of(p.cost_minor, p.currency) if p.cost_minor is not None else None,
             product_id=p.id,
         )
 
@@ -126,6 +130,9 @@ class CreateProductInput:
     currency: str = strawberry.field(description='ISO 4217 code, e.g. "USD".')
     active: bool = True
     allow_backorder: bool = False
+    cost_price: Decimal | None = strawberry.field(
+        default=None, description="What the product costs us, in the same currency."
+    )
     idempotency_key: str | None = None
 
     def command(self) -> catalog.ProductInput:
@@ -136,6 +143,7 @@ class CreateProductInput:
             currency=self.currency,
             active=self.active,
             allow_backorder=self.allow_backorder,
+            cost_price=self.cost_price,
         )
 
 
@@ -153,6 +161,7 @@ class UpdateProductInput:
     currency: str | None = None
     active: bool | None = None
     allow_backorder: bool | None = None
+    cost_price: Decimal | None = None
 
     def changes(self) -> catalog.ProductChanges:
         return catalog.ProductChanges(
@@ -161,6 +170,7 @@ class UpdateProductInput:
             currency=self.currency,
             active=self.active,
             allow_backorder=self.allow_backorder,
+            cost_price=self.cost_price,
         )
 
 

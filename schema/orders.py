@@ -10,6 +10,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from domain.access import Role
 from domain.orders import (
     OrderEventType,
     OrderStatus,
@@ -32,6 +33,7 @@ from schema.common import (
     to_global_id,
 )
 from schema.customers import CreateCustomerInput, Customer
+from schema.viewer import RoleEnum
 
 OrderStatusEnum = strawberry.enum(OrderStatus, name="OrderStatus")
 PaymentStatusEnum = strawberry.enum(PaymentStatus, name="PaymentStatus")
@@ -117,8 +119,13 @@ class OrderEvent(Node):
     type: OrderEventTypeEnum  # type: ignore[valid-type]
     from_status: OrderStatusEnum | None  # type: ignore[valid-type]
     to_status: OrderStatusEnum | None  # type: ignore[valid-type]
-    actor: str
-    note: str | None
+    actor: str = strawberry.field(
+        description="Who acted: `api-key:3`, `customer:42`, `system:seed`. Staff only."
+    )
+    actor_role: RoleEnum | None = strawberry.field(  # type: ignore[valid-type]
+        description="The role the actor had; null for events recorded before roles existed."
+    )
+    note: str | None = strawberry.field(description="Internal note or reason. Staff only.")
     occurred_at: datetime
     order_id: strawberry.Private[int]
     loaders: strawberry.Private[Any] = None
@@ -133,6 +140,7 @@ class OrderEvent(Node):
             from_status=OrderStatus(e.from_status) if e.from_status else None,
             to_status=OrderStatus(e.to_status) if e.to_status else None,
             actor=e.actor,
+            actor_role=Role(e.actor_role) if e.actor_role else None,
             note=e.note,
             occurred_at=e.occurred_at,
             order_id=e.order_id,
@@ -165,6 +173,9 @@ class Order(Node):
     tax_total: Money
     total: Money
     shipping_address: Address
+    tracking_token: str | None = strawberry.field(
+        description="Unguessable; the key of the order's public tracking link."
+    )
     order_id: strawberry.Private[int]
     customer_id: strawberry.Private[int]
     currency: strawberry.Private[str]
@@ -187,6 +198,7 @@ class Order(Node):
             tax_total=Money.of(o.tax_minor, c),
             total=Money.of(o.total_minor, c),
             shipping_address=Address.from_dict(o.shipping_address),  # type: ignore[arg-type]
+            tracking_token=o.tracking_token,
             order_id=o.id,
             customer_id=o.customer_id,
             currency=c,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 import strawberry
 from strawberry.extensions import SchemaExtension
 from strawberry.types import Info
 
+from domain.access import Principal
 from resolvers import catalog, customers, events, inventory, orders
 from resolvers.orders import LineInput, PlaceOrderCommand
+from schema.access import NODE_RULES, denial_message, permits_node
 from schema.catalog import (
     AdjustInventoryInput,
     AdjustInventoryPayload,
@@ -62,6 +65,7 @@ from schema.orders import (
     StartProcessingPayload,
     parse_event_cursor,
 )
+from schema.viewer import Viewer
 
 if TYPE_CHECKING:
     from domain.orders import OrderEventType, OrderStatus
@@ -69,15 +73,44 @@ if TYPE_CHECKING:
 Ctx = Info[Any, Any]
 
 
+def _principal(info: Ctx) -> Principal:
+    principal: Principal = info.context.principal
+    return principal
+
+
+def _visible_order(info: Ctx, order: Any) -> Any:
+    """An order the caller may see, or None: another customer's order does not exist for
+    a customer."""
+    p = _principal(info)
+    if order is None or (p.is_customer and not p.owns(order.customer_id)):
+        return None
+    return order
+
+
+def _own_customer_id(info: Ctx, requested: int | None, argument: str) -> int | None:
+    """For customers: their own id (asking for someone else's data is FORBIDDEN)."""
+    p = _principal(info)
+    if not p.is_customer:
+        return requested
+    if requested is not None and requested != p.customer_id:
+        raise InputError(f"`{argument}`: customers see only their own data.", code="FORBIDDEN")
+    return p.customer_id
+
+
 async def _node(info: Ctx, type_name: str, id_: int) -> Node | None:
     loaders = info.context.loaders
+    p = _principal(info)
+    if type_name in NODE_RULES and not permits_node(p, type_name):
+        raise InputError(denial_message(p, NODE_RULES[type_name]), code="FORBIDDEN")
     if type_name == "Order":
-        o = await loaders.order_by_id.load(id_)
+        o = _visible_order(info, await loaders.order_by_id.load(id_))
         return Order.from_model(o) if o else None
     if type_name == "Product":
         p = await loaders.product_by_id.load(id_)
         return Product.from_model(p) if p else None
     if type_name == "Customer":
+        if p.is_customer and id_ != p.customer_id:
+            return None
         c = await loaders.customer_by_id.load(id_)
         return Customer.from_model(c) if c else None
     if type_name == "Warehouse":
@@ -88,6 +121,10 @@ async def _node(info: Ctx, type_name: str, id_: int) -> Node | None:
 
 @strawberry.type
 class Query:
+    @strawberry.field(description="Who is calling: role, scopes, and the customer if any.")
+    def viewer(self, info: Ctx) -> Viewer:
+        return Viewer.of(_principal(info))
+
     @strawberry.field(description="Any object by its global ID.")
     async def node(self, info: Ctx, id: strawberry.ID) -> Node | None:
         try:
@@ -103,7 +140,7 @@ class Query:
         if (id is None) == (number is None):
             raise InputError("Pass exactly one of `id` and `number`.")
         order_id = query_id(id, "Order") if id is not None else None
-        found = await orders.get_order(info.context.db, order_id, number)
+        found = _visible_order(info, await orders.get_order(info.context.db, order_id, number))
         return Order.from_model(found) if found else None
 
     @strawberry.field
@@ -118,6 +155,7 @@ class Query:
         before: str | None = None,
     ) -> OrderConnection:
         f = filter.args() if filter else orders.OrderFilterArgs()
+        f = replace(f, customer_id=_own_customer_id(info, f.customer_id, "filter.customerId"))
         page = await run_query(
             orders.list_orders(
                 info.context.db,
@@ -183,7 +221,11 @@ class Query:
 
     @strawberry.field
     async def customer(self, info: Ctx, id: strawberry.ID) -> Customer | None:
-        found = await info.context.loaders.customer_by_id.load(query_id(id, "Customer"))
+        customer_id = query_id(id, "Customer")
+        p = _principal(info)
+        if p.is_customer and customer_id != p.customer_id:
+            return None
+        found = await info.context.loaders.customer_by_id.load(customer_id)
         return Customer.from_model(found) if found else None
 
     @strawberry.field
@@ -379,7 +421,7 @@ class Subscription:
     ) -> AsyncGenerator[OrderEvent, None]:
         oid = query_id(order_id, "Order", "orderId")
         start = parse_event_cursor(after) if after is not None else None
-        if await info.context.loaders.order_by_id.load(oid) is None:
+        if _visible_order(info, await info.context.loaders.order_by_id.load(oid)) is None:
             raise InputError("No order with this id.", code="NOT_FOUND")
         async with info.context.stream.subscribe(_event_filter(None, [oid]), start) as stream:
             async for event, loaders in stream:
@@ -390,7 +432,10 @@ class Subscription:
         self, info: Ctx, filter: OrderEventFilter | None = None, after: str | None = None
     ) -> AsyncGenerator[OrderEvent, None]:
         start = parse_event_cursor(after) if after is not None else None
-        async with info.context.stream.subscribe(_event_filter(filter), start) as stream:
+        f = _event_filter(filter)
+        # A customer's feed carries their own orders' events only.
+        f = replace(f, customer_id=_own_customer_id(info, f.customer_id, "filter.customerId"))
+        async with info.context.stream.subscribe(f, start) as stream:
             async for event, loaders in stream:
                 yield OrderEvent.from_model(event, loaders)
 
@@ -400,7 +445,7 @@ def build_schema(extensions: Sequence[type[SchemaExtension] | Any] = ()) -> stra
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Order, Product, Customer, Warehouse, InventoryLevel, OrderEvent],
+        types=[Order, Product, Customer, Warehouse, InventoryLevel, OrderEvent, Viewer],
         extensions=list(extensions),
     )
 

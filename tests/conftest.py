@@ -121,7 +121,26 @@ async def app(settings: Settings) -> AsyncIterator[Starlette]:
 
 
 @pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+async def admin_key(app: Starlette) -> str:
+    """An ADMIN API key in the app's database."""
+    from tests.factories import api_key
+
+    return await api_key(app.state.services.db)
+
+
+@pytest.fixture
+async def client(app: Starlette, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app, sending the ADMIN key unless a request says otherwise."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {admin_key}"},
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def anonymous_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as c:
@@ -135,10 +154,15 @@ class GraphQLClient:
         self.http = http
 
     async def __call__(
-        self, query: str, variables: dict[str, Any] | None = None, *, status: int = 200
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         response = await self.http.post(
-            "/graphql", json={"query": query, "variables": variables or {}}
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
         )
         assert response.status_code == status, response.text
         body: dict[str, Any] = response.json()

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from db.database import Database
+from domain.access import Principal, Role, Scope
 from domain.inventory import StockMovementReason
 from domain.orders import PaymentMethod, PricingPolicy, SalesChannel
 from resolvers.catalog import ProductInput, WarehouseInput, create_product, create_warehouse
@@ -13,7 +14,7 @@ from resolvers.customers import NewCustomer
 from resolvers.inventory import AdjustInventoryCommand, adjust_inventory
 from resolvers.orders import LineInput, PlaceOrderCommand, place_order
 
-ACTOR = "test"
+ACTOR = Principal.system("test")
 PRICING = PricingPolicy()
 ADDRESS: dict[str, str | None] = {
     "name": "Ada Lovelace",
@@ -96,3 +97,17 @@ def place_order_input(lines: list[tuple[str, int]], **extra: Any) -> dict[str, A
         "shippingAddress": dict(ADDRESS),
         **extra,
     }
+
+
+async def api_key(
+    db: Database, role: Role = Role.ADMIN, scopes: tuple[Scope, ...] = (), name: str = ""
+) -> str:
+    """A new API key's secret, as ``ordergraph api-key create`` prints it."""
+    from resolvers.access import create_api_key
+
+    created = await create_api_key(db, name or f"test {role.value.lower()}", role, scopes)
+    return created.key
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}

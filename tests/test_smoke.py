@@ -62,7 +62,7 @@ async def test_place_order_retry_with_same_idempotency_key_returns_first_order(
     assert "errors" not in again
     assert again["data"] == first["data"]
     body = await gql(
-        "{ orders(filter: {status: [PENDING]}) { totalCount } "
+        "{ orders(first: 100, filter: {status: [PENDING]}) { totalCount } "
         'product(sku: "TEE") { totalAvailable } }'
     )
     assert body["data"] == {"orders": {"totalCount": 1}, "product": {"totalAvailable": 4}}

@@ -190,9 +190,16 @@ async def connect_graphql(
     protocol: Protocol = TRANSPORT_WS,
     *,
     init_payload: dict[str, Any] | None = None,
+    authorization: str | None = None,
     max_queue: int = 16,
 ) -> AsyncIterator[GraphQLWebSocket]:
-    """Connect, complete the protocol's handshake, yield the client; close on exit."""
+    """Connect, complete the protocol's handshake, yield the client; close on exit.
+
+    ``authorization`` (``"Bearer <key or token>"``) goes into the connection_init payload,
+    where the server reads the connection's credentials; without it (and without one in
+    ``init_payload``) the connection is anonymous."""
+    if authorization is not None:
+        init_payload = {**(init_payload or {}), "authorization": authorization}
     async with connect(
         url,
         subprotocols=[Subprotocol(protocol)],

@@ -443,7 +443,7 @@ CASES = [
     ),
     Case(
         "filter-id-of-wrong-type",
-        '{ orders(filter: {customerId: "' + PRODUCT_ID + '"}) { totalCount } }',
+        '{ orders(first: 10, filter: {customerId: "' + PRODUCT_ID + '"}) { totalCount } }',
         errors=[
             "Argument `filter.customerId`: Expected the ID of a Customer, got the ID of a Product."
         ],
@@ -457,53 +457,59 @@ CASES = [
     # Pagination.
     Case(
         "malformed-cursor",
-        '{ orders(after: "not a cursor") { totalCount } }',
+        '{ orders(first: 10, after: "not a cursor") { totalCount } }',
         errors=["`after` is not a valid cursor for this list."],
     ),
     Case(
         "cursor-of-another-list",
-        '{ orders(before: "' + cursor("sku", "TEE", 1) + '") { totalCount } }',
+        '{ orders(last: 10, before: "' + cursor("sku", "TEE", 1) + '") { totalCount } }',
         errors=["`before` is not a valid cursor for this list."],
     ),
     Case(
         "cursor-of-another-sort",
-        '{ orders(sort: TOTAL_ASC, after: "' + cursor("number", 1, 1) + '") { totalCount } }',
+        '{ orders(first: 10, sort: TOTAL_ASC, after: "'
+        + cursor("number", 1, 1)
+        + '") { totalCount } }',
         errors=["`after` is not a valid cursor for this list."],
     ),
     Case(
         "forged-cursor-huge-timestamp",
-        '{ orders(after: "' + cursor("placedAt", 10**20, 1) + '") { totalCount } }',
+        '{ orders(first: 10, after: "' + cursor("placedAt", 10**20, 1) + '") { totalCount } }',
         errors=["`after` is not a valid cursor for this list."],
     ),
     Case(
         "forged-cursor-huge-id",
-        '{ orders(sort: NUMBER_ASC, after: "' + cursor("number", 1, 10**30) + '") { totalCount } }',
+        '{ orders(first: 10, sort: NUMBER_ASC, after: "'
+        + cursor("number", 1, 10**30)
+        + '") { totalCount } }',
         errors=["`after` is not a valid cursor for this list."],
     ),
     Case(
         "forged-cursor-boolean-value",
-        '{ orders(sort: NUMBER_ASC, after: "' + cursor("number", True, 1) + '") { totalCount } }',
+        '{ orders(first: 10, sort: NUMBER_ASC, after: "'
+        + cursor("number", True, 1)
+        + '") { totalCount } }',
         errors=["`after` is not a valid cursor for this list."],
     ),
     Case(
         "forged-cursor-nul-in-value",
-        '{ products(after: "' + cursor("sku", "T\x00", 1) + '") { totalCount } }',
+        '{ products(first: 10, after: "' + cursor("sku", "T\x00", 1) + '") { totalCount } }',
         errors=["`after` is not a valid cursor for this list."],
     ),
     Case(
         "first-above-100",
         "{ orders(first: 101) { totalCount } }",
-        errors=["`first` must be between 0 and 100."],
+        errors=["`orders`: `first` must be from 0 to 100, not 101."],
     ),
     Case(
         "last-above-100",
         "{ customers(last: 101) { totalCount } }",
-        errors=["`last` must be between 0 and 100."],
+        errors=["`customers`: `last` must be from 0 to 100, not 101."],
     ),
     Case(
         "first-negative",
         "{ orders(first: -1) { totalCount } }",
-        errors=["`first` must be between 0 and 100."],
+        errors=["`orders`: `first` must be from 0 to 100, not -1."],
     ),
     Case(
         "first-and-last",
@@ -522,7 +528,7 @@ CASES = [
     ),
     Case(
         "filter-time-without-zone",
-        '{ orders(filter: {placedAfter: "2026-01-01T00:00:00"}) { totalCount } }',
+        '{ orders(first: 10, filter: {placedAfter: "2026-01-01T00:00:00"}) { totalCount } }',
         errors=["`filter.placed_after` needs a time zone, e.g. 2026-01-31T00:00:00Z."],
     ),
     # Catalogue.
@@ -799,8 +805,14 @@ async def test_syntax_error_is_reported_not_executed(
     [
         (CREATE_CUSTOMER, {"input": {"name": "Grace", "email": "gr\x00ace@example.com"}}),
         ("query($s: String!) { product(sku: $s) { id } }", {"s": "TEE\x00"}),
-        ("query($e: String!) { orders(filter: {externalId: $e}) { totalCount } }", {"e": "\x00"}),
-        ("query($n: String!) { orders(filter: {number: $n}) { totalCount } }", {"n": "ORD-\x00"}),
+        (
+            "query($e: String!) { orders(first: 10, filter: {externalId: $e}) { totalCount } }",
+            {"e": "\x00"},
+        ),
+        (
+            "query($n: String!) { orders(first: 10, filter: {number: $n}) { totalCount } }",
+            {"n": "ORD-\x00"},
+        ),
         (PLACE, order_input(shippingAddress={**ADDRESS, "line1": "1 Main\x00St"})),
     ],
     ids=["email", "sku", "external-id", "number", "address"],
@@ -821,7 +833,7 @@ async def test_out_of_range_filter_time_is_a_clear_error(
 ) -> None:
     response = await send(
         client,
-        "query($t: DateTime!) { orders(filter: {placedAfter: $t}) { totalCount } }",
+        "query($t: DateTime!) { orders(first: 10, filter: {placedAfter: $t}) { totalCount } }",
         {"t": value},
     )
     assert response.json()["errors"][0]["message"] == "`filter.placed_after` is out of range."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from app.settings import Settings
 from tests.conftest import GraphQLClient
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -45,8 +46,8 @@ async def test_get_runs_a_query(gql: GraphQLClient, client: httpx.AsyncClient) -
     response = await client.get(
         "/graphql",
         params={
-            "query": "query W($code: String!) { inventoryLevels(filter: {warehouseCode: $code}) "
-            "{ totalCount } warehouses { code } }",
+            "query": "query W($code: String!) { inventoryLevels(first: 10, "
+            "filter: {warehouseCode: $code}) { totalCount } warehouses { code } }",
             "variables": '{"code": "MAIN"}',
         },
     )
@@ -204,9 +205,23 @@ async def test_readyz(client: httpx.AsyncClient) -> None:
     }
 
 
-async def test_debug_reports_sql_statement_count(client: httpx.AsyncClient) -> None:
+async def test_debug_reports_sql_statement_count(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
     response = await client.post("/graphql", json={"query": "{ __typename }"})
     assert response.json() == {
         "data": {"__typename": "Query"},
-        "extensions": {"debug": {"sqlStatements": 0}},
+        "extensions": {
+            "debug": {"sqlStatements": 0},
+            # The cost report rides along; `__typename` costs nothing.
+            "cost": {
+                "requestedQueryCost": 0,
+                "actualQueryCost": 0,
+                "throttleStatus": {
+                    "maximumAvailable": settings.cost_bucket,
+                    "currentlyAvailable": settings.cost_bucket,
+                    "restoreRate": settings.cost_restore_rate,
+                },
+            },
+        },
     }

@@ -59,7 +59,7 @@ async def seed(db: Database) -> None:
     await adjust_inventory(
         db,
         AdjustInventoryCommand("A", "MAIN", 1000, StockMovementReason.RECEIVED, reorder_point=995),
-        "test",
+        factories.ACTOR,
     )
     await factories.stock(db, "B", "MAIN", 1000)
     await factories.stock(db, "B", "EAST", 3)
@@ -68,8 +68,8 @@ async def seed(db: Database) -> None:
             db, lines, email=email, channel=channel, external_id=external_id
         )
         assert order.id == number
-    await confirm_order(db, 2, "test")
-    await cancel_order(db, 4, "customer asked", "test")
+    await confirm_order(db, 2, factories.ACTOR)
+    await cancel_order(db, 4, "customer asked", factories.ACTOR)
     async with db.write_session() as s:
         for number, (*_, placed, updated) in ORDERS.items():
             await s.execute(
@@ -153,7 +153,7 @@ async def test_cursors_point_at_their_own_edge(shop: None, gql: GraphQLClient) -
         assert nums(after) == nums(everything)[i + 1 :]
         before = await numbers(gql, sort="TOTAL_ASC", last=100, before=c)
         assert nums(before) == nums(everything)[:i]
-    between = await numbers(gql, sort="TOTAL_ASC", after=cursors[0], before=cursors[4])
+    between = await numbers(gql, sort="TOTAL_ASC", first=100, after=cursors[0], before=cursors[4])
     assert nums(between) == nums(everything)[1:4]
 
 
@@ -199,7 +199,7 @@ async def test_order_sort(sort: str, shop: None, gql: GraphQLClient) -> None:
 
 
 async def test_default_sort_is_newest_first(shop: None, gql: GraphQLClient) -> None:
-    assert nums(await numbers(gql)) == [ord_(n) for n in SORTS["PLACED_AT_DESC"]]
+    assert nums(await numbers(gql, first=100)) == [ord_(n) for n in SORTS["PLACED_AT_DESC"]]
 
 
 FILTERS: list[tuple[str, dict[str, Any], list[int]]] = [
@@ -420,7 +420,7 @@ async def test_product_by_sku(shop: None, gql: GraphQLClient) -> None:
 
 INVENTORY = """
 query Levels($filter: InventoryFilter) {
-  inventoryLevels(filter: $filter) {
+  inventoryLevels(filter: $filter, first: 100) {
     totalCount
     nodes { product { sku } warehouse { code } onHand reserved available reorderPoint }
   }
@@ -481,7 +481,7 @@ async def test_customers(shop: None, gql: GraphQLClient) -> None:
         pageInfo { hasNextPage hasPreviousPage endCursor }
       }
     }"""
-    body = await gql(query)
+    body = await gql(query, {"first": 100})
     assert body["data"]["customers"]["edges"] == [
         {"node": {"id": ADA, "email": "ada@example.com"}},
         {"node": {"id": BOB, "email": "bob@example.com"}},
@@ -496,7 +496,7 @@ async def test_customers(shop: None, gql: GraphQLClient) -> None:
     assert rest["customers"]["edges"] == [{"node": {"id": CY, "email": "cy@example.com"}}]
     assert rest["customers"]["pageInfo"]["hasNextPage"] is False
 
-    by_email = await gql(query, {"filter": {"email": " BOB@Example.com "}})
+    by_email = await gql(query, {"filter": {"email": " BOB@Example.com "}, "first": 100})
     assert by_email["data"]["customers"]["edges"] == [
         {"node": {"id": BOB, "email": "bob@example.com"}}
     ]
@@ -526,8 +526,8 @@ async def test_warehouses_in_priority_order(shop: None, gql: GraphQLClient) -> N
 
 async def test_products_list(shop: None, gql: GraphQLClient) -> None:
     body = await gql(
-        "{ all: products { totalCount nodes { sku } } "
-        'b: products(filter: {search: "duct b"}) { nodes { sku } } }'
+        "{ all: products(first: 100) { totalCount nodes { sku } } "
+        'b: products(filter: {search: "duct b"}, first: 100) { nodes { sku } } }'
     )
     assert body["data"] == {
         "all": {"totalCount": 2, "nodes": [{"sku": "A"}, {"sku": "B"}]},

@@ -29,6 +29,8 @@ from app.main import Services, create_app
 from app.settings import Settings
 from db.database import Database
 from db.models import OrderEvent as OrderEventRow
+from domain.access import Role
+from resolvers.access import create_api_key
 from resolvers.events import EventFilterArgs, events_after, last_sequence
 from resolvers.orders import cancel_order, confirm_order, start_processing
 from schema.common import to_global_id
@@ -37,9 +39,9 @@ from tests import factories
 from tests.wsclient import PROTOCOLS, Operation, connect_graphql
 
 TIMEOUT = 20.0  # hang protection only, never a performance assertion
-ACTOR = "test"
+ACTOR = factories.ACTOR
 
-EVENT_FIELDS = "sequence cursor type fromStatus toStatus actor order { id }"
+EVENT_FIELDS = "sequence cursor type fromStatus toStatus actor actorRole order { id }"
 STATUS_CHANGED = f"""
 subscription Status($orderId: ID!, $after: String) {{
   orderStatusChanged(orderId: $orderId, after: $after) {{ {EVENT_FIELDS} }}
@@ -130,9 +132,34 @@ async def serve(settings: Settings) -> AsyncIterator[LiveApp]:
         sock.close()
 
 
+@dataclass(frozen=True)
+class Credential:
+    """An API key in the live app's database."""
+
+    key: str
+    principal_id: str  # what events record as their actor: ``api-key:<id>``
+
+    @property
+    def authorization(self) -> str:
+        return f"Bearer {self.key}"
+
+
+async def admin_key(live: LiveApp) -> Credential:
+    """A new ADMIN key: anonymous connections may subscribe to nothing."""
+    created = await create_api_key(live.db, "subscriptions test", Role.ADMIN)
+    return Credential(created.key, f"api-key:{created.record.id}")
+
+
 @contextlib.asynccontextmanager
-async def http_client(live: LiveApp) -> AsyncIterator[Callable[..., Awaitable[dict[str, Any]]]]:
-    async with httpx.AsyncClient(base_url=live.url, trust_env=False, timeout=TIMEOUT) as http:
+async def http_client(
+    live: LiveApp, credential: Credential
+) -> AsyncIterator[Callable[..., Awaitable[dict[str, Any]]]]:
+    async with httpx.AsyncClient(
+        base_url=live.url,
+        trust_env=False,
+        timeout=TIMEOUT,
+        headers={"Authorization": credential.authorization},
+    ) as http:
 
         async def gql(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
             response = await http.post("/graphql", json={"query": query, "variables": variables})
@@ -194,11 +221,15 @@ def sequences(events: list[dict[str, Any]]) -> list[int]:
 async def test_order_status_changed_delivers_each_transition_in_order(
     settings: Settings, protocol: Any
 ) -> None:
-    async with serve(settings) as live, http_client(live) as gql:
+    async with serve(settings) as live:
+        admin = await admin_key(live)
         await seed_catalog(live.db)
         before = await last_sequence(live.db)
         order = await new_order(live.db)
-        async with connect_graphql(live.ws_url, protocol) as ws:
+        async with (
+            http_client(live, admin) as gql,
+            connect_graphql(live.ws_url, protocol, authorization=admin.authorization) as ws,
+        ):
             op = await ws.subscribe(
                 STATUS_CHANGED, {"orderId": gid(order), "after": event_cursor(before)}
             )
@@ -225,7 +256,9 @@ async def test_order_status_changed_delivers_each_transition_in_order(
     assert sequences(received) == stored
     assert [e["cursor"] for e in received] == [event_cursor(e["sequence"]) for e in received]
     assert {e["order"]["id"] for e in received} == {gid(order)}
-    assert [e["actor"] for e in received] == [ACTOR, "api", "api", "api"]
+    # Placed by the factories (the system), moved on through the API with the admin key.
+    assert [e["actor"] for e in received] == [ACTOR.id] + [admin.principal_id] * 3
+    assert [e["actorRole"] for e in received] == ["ADMIN"] * 4
 
 
 async def test_order_events_after_cursor_replays_then_goes_live_without_gap_or_duplicate(
@@ -253,7 +286,8 @@ async def test_order_events_after_cursor_replays_then_goes_live_without_gap_or_d
                     await asyncio.sleep(0)
                 await cancel_order(db, order.id, "no longer needed", ACTOR)
 
-        async with connect_graphql(live.ws_url) as ws:
+        admin = await admin_key(live)
+        async with connect_graphql(live.ws_url, authorization=admin.authorization) as ws:
             writing = asyncio.create_task(writer())
             try:
                 await asyncio.wait_for(some_written.wait(), TIMEOUT)
@@ -285,7 +319,8 @@ async def test_order_events_filter_delivers_only_matching_events(settings: Setti
             "confirm_or_cancel": {"type": ["CONFIRMED", "CANCELLED"]},
             "order_2": {"orderId": [gid(o2)]},
         }
-        async with connect_graphql(live.ws_url) as ws:
+        admin = await admin_key(live)
+        async with connect_graphql(live.ws_url, authorization=admin.authorization) as ws:
             ops = {
                 name: await ws.subscribe(ORDER_EVENTS, {"filter": f}) for name, f in filters.items()
             }
@@ -351,7 +386,8 @@ async def test_subscription_bad_arguments_answer_errors_on_the_socket(
                 "`after` is not a valid event cursor.",
             ),
         ]
-        async with connect_graphql(live.ws_url, protocol) as ws:
+        admin = await admin_key(live)
+        async with connect_graphql(live.ws_url, protocol, authorization=admin.authorization) as ws:
             for query, variables, message in cases:
                 op = await ws.subscribe(query, variables)
                 first = await op.receive()
@@ -377,9 +413,12 @@ async def test_slow_subscriber_overflows_its_queue_and_resynchronises_from_the_l
         before = await last_sequence(live.db)
         # A writer whose commits are announced later, all at once: the hub then reads 50
         # events in one batch and fans them out faster than any consumer can take them.
+        admin = await admin_key(live)
         silent = Database(settings.database_url)
         try:
-            async with connect_graphql(live.ws_url, max_queue=1) as ws:
+            async with connect_graphql(
+                live.ws_url, authorization=admin.authorization, max_queue=1
+            ) as ws:
                 op = await ws.subscribe(ORDER_EVENTS)
                 await wait_until(lambda: live.services.hub.describe().subscribers == 1)
                 ws.pause()  # stop reading the socket
@@ -432,7 +471,8 @@ async def test_outbox_publishes_events_committed_before_a_crash_at_start(
     async with serve(settings) as live:
         # Starting published them (no sweep can have run yet) ...
         assert None not in await _published_at(settings.database_url)
-        async with connect_graphql(live.ws_url) as ws:
+        admin = await admin_key(live)
+        async with connect_graphql(live.ws_url, authorization=admin.authorization) as ws:
             # ... and a client resuming from before them gets them, then live ones.
             op = await ws.subscribe(
                 STATUS_CHANGED, {"orderId": gid(order), "after": event_cursor(0)}
@@ -453,7 +493,8 @@ async def test_outbox_sweep_delivers_an_unannounced_event_to_a_live_subscriber(
     async with serve(settings) as live:
         await seed_catalog(live.db)
         order = await new_order(live.db)
-        async with connect_graphql(live.ws_url) as ws:
+        admin = await admin_key(live)
+        async with connect_graphql(live.ws_url, authorization=admin.authorization) as ws:
             op = await ws.subscribe(STATUS_CHANGED, {"orderId": gid(order)})
             crashed = Database(settings.database_url)  # commits, never announces
             try:

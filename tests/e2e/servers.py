@@ -1,4 +1,5 @@
-"""Real server processes for end-to-end tests: ``python -m app serve`` under uvicorn."""
+"""Real server processes for end-to-end tests: ``python -m app serve`` under uvicorn, and
+API keys for them made by ``python -m app api-key create`` (every request needs one)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,32 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _server_env(database_url: str) -> dict[str, str]:
+    """This process's environment without its ORDERGRAPH_ settings, on ``database_url``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGRAPH_")}
+    env.update({"ORDERGRAPH_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def create_api_key(database_url: str, role: str = "ADMIN", name: str = "e2e") -> str:
+    """A new API key in the database, made as an operator would: ``python -m app api-key
+    create``. It prints the key on stdout and what it did on stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "api-key", "create", "--role", role, "--name", name],
+        cwd=ROOT,
+        env=_server_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    key = result.stdout.strip()
+    assert result.returncode == 0 and key.startswith("og_"), (
+        f"api-key create exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    )
+    return key
 
 
 def free_port() -> int:
@@ -68,15 +95,8 @@ def start_server(
 ) -> Server:
     """Start one server process on a free port and wait until ``/readyz`` answers 200."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERGRAPH_")}
-    env.update(
-        {
-            "ORDERGRAPH_DATABASE_URL": database_url,
-            "ORDERGRAPH_BROADCAST_URL": broadcast_url,
-            "ORDERGRAPH_DEBUG": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env = _server_env(database_url)
+    env.update({"ORDERGRAPH_BROADCAST_URL": broadcast_url, "ORDERGRAPH_DEBUG": "1"})
     env.update(extra_env or {})
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("wb") as log:

@@ -21,13 +21,14 @@ from sqlalchemy import select
 
 from db.database import Database
 from db.models import OrderEvent as OrderEventRow
+from domain.access import Principal
 from resolvers.events import EventFilterArgs, events_after
 from resolvers.orders import confirm_order
 from schema.common import decode_id
 from schema.orders import event_cursor
 from tests import factories
 from tests.conftest import REDIS_URL, fresh_postgres_url, require_service
-from tests.e2e.servers import Server, start_server
+from tests.e2e.servers import Server, create_api_key, start_server
 from tests.wsclient import Operation, connect_graphql
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
@@ -75,6 +76,13 @@ async def db(pg_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
+def admin_key(pg_url: str) -> str:
+    """An ADMIN key every server accepts (they share the database): for HTTP requests and
+    WebSocket connections alike."""
+    return create_api_key(pg_url, "ADMIN", "e2e events")
+
+
+@pytest.fixture
 def servers(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[list[Server]]:
     started: list[Server] = []
     yield started
@@ -99,8 +107,10 @@ async def start(
 
 
 @contextlib.asynccontextmanager
-async def graphql_http(server: Server) -> AsyncIterator[Gql]:
-    async with httpx.AsyncClient(base_url=server.url, trust_env=False, timeout=TIMEOUT) as http:
+async def graphql_http(server: Server, key: str) -> AsyncIterator[Gql]:
+    async with httpx.AsyncClient(
+        base_url=server.url, trust_env=False, timeout=TIMEOUT, headers=factories.bearer(key)
+    ) as http:
 
         async def gql(query: str, variables: dict[str, Any]) -> dict[str, Any]:
             response = await http.post("/graphql", json={"query": query, "variables": variables})
@@ -151,11 +161,19 @@ async def subscribe_from_start(ws: Any, gql: Gql) -> tuple[Operation, str]:
 
 
 async def test_events_of_mutations_on_one_server_reach_a_subscriber_on_another(
-    servers: list[Server], pg_url: str, redis_url: str, tmp_path: Path, db: Database
+    servers: list[Server],
+    pg_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    db: Database,
+    admin_key: str,
 ) -> None:
     a = await start(servers, pg_url, redis_url, tmp_path)
     b = await start(servers, pg_url, redis_url, tmp_path)
-    async with graphql_http(a) as gql_a, connect_graphql(b.ws_url) as ws:
+    async with (
+        graphql_http(a, admin_key) as gql_a,
+        connect_graphql(b.ws_url, authorization=f"Bearer {admin_key}") as ws,
+    ):
         op, _ = await subscribe_from_start(ws, gql_a)
         orders = [await place_order(gql_a) for _ in range(3)]
         # Concurrent transactions on A: commit order decides the sequence, B must follow it.
@@ -181,15 +199,20 @@ async def test_event_committed_but_never_announced_still_reaches_subscribers(
     redis_url: str,
     tmp_path: Path,
     db: Database,
+    admin_key: str,
     recovery: str,
 ) -> None:
     sweep = 1 if recovery == "periodic-sweep" else 3600
     a = await start(servers, pg_url, redis_url, tmp_path, sweep)
     b = await start(servers, pg_url, redis_url, tmp_path, sweep)
-    async with graphql_http(a) as gql_a, connect_graphql(b.ws_url) as ws:
+    async with (
+        graphql_http(a, admin_key) as gql_a,
+        connect_graphql(b.ws_url, authorization=f"Bearer {admin_key}") as ws,
+    ):
         op, order_id = await subscribe_from_start(ws, gql_a)
         # The crash: committed, then the writer dies before announcing it.
-        await confirm_order(db, decode_id(order_id, "Order", ["id"]), "crashed-writer")
+        writer = Principal.system("crashed-writer")
+        await confirm_order(db, decode_id(order_id, "Order", ["id"]), writer)
         assert await published_at(db) == [True, False]
         if recovery == "another-process-starts":
             await start(servers, pg_url, redis_url, tmp_path, sweep)
@@ -225,7 +248,12 @@ async def readiness(server: Server) -> tuple[int, dict[str, Any]]:
 
 
 async def test_redis_drop_reconnects_and_loses_no_event(
-    servers: list[Server], pg_url: str, redis_url: str, tmp_path: Path, db: Database
+    servers: list[Server],
+    pg_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    db: Database,
+    admin_key: str,
 ) -> None:
     a = await start(servers, pg_url, redis_url, tmp_path)
     b = await start(servers, pg_url, redis_url, tmp_path)
@@ -233,7 +261,10 @@ async def test_redis_drop_reconnects_and_loses_no_event(
     assert status == 200, body
     reconnects = body["checks"]["broadcastReconnects"]
 
-    async with graphql_http(a) as gql_a, connect_graphql(b.ws_url) as ws:
+    async with (
+        graphql_http(a, admin_key) as gql_a,
+        connect_graphql(b.ws_url, authorization=f"Bearer {admin_key}") as ws,
+    ):
         op, _ = await subscribe_from_start(ws, gql_a)
         orders = [await place_order(gql_a) for _ in range(4)]
         async with redis.from_url(redis_url) as r:

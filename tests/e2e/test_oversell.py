@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from db.database import Database
 from db.models import IdempotencyRecord, Order, OrderEvent
 from tests import factories as f
-from tests.e2e.servers import Server, running_servers
+from tests.e2e.servers import Server, create_api_key, running_servers
 from tests.resolvers.test_orders import assert_ledger_adds_up, assert_sequences_dense, level
 
 pytestmark = pytest.mark.e2e
@@ -34,10 +34,12 @@ async def seed(db_url: str, units: int) -> None:
         await db.dispose()
 
 
-async def fire(servers: list[Server], inputs: list[dict[str, Any]]) -> list[httpx.Response]:
-    """Post every placeOrder at once, alternating between the servers."""
+async def fire(
+    servers: list[Server], inputs: list[dict[str, Any]], key: str
+) -> list[httpx.Response]:
+    """Post every placeOrder at once, alternating between the servers, all with one key."""
     limits = httpx.Limits(max_connections=len(inputs), max_keepalive_connections=len(inputs))
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=120, limits=limits, headers=f.bearer(key)) as client:
         return await asyncio.gather(
             *(
                 client.post(
@@ -75,8 +77,10 @@ async def test_place_order_across_two_servers_never_oversells(db_url: str, tmp_p
         for i, qty in enumerate(quantities)
     ]
 
+    key = await asyncio.to_thread(create_api_key, db_url)
+
     with running_servers(db_url, tmp_path, count=2) as servers:
-        responses = await fire(servers, inputs)
+        responses = await fire(servers, inputs, key)
         logs = [s.log() for s in servers]
 
     results = payloads(responses, logs)
@@ -118,9 +122,11 @@ async def test_place_order_racing_retries_across_two_servers_make_one_order(
 ) -> None:
     await seed(db_url, UNITS)
     same = f.place_order_input([("TEE", 3)], idempotencyKey="checkout-7")
+    # One key on both servers: idempotency keys belong to the caller that sent them.
+    key = await asyncio.to_thread(create_api_key, db_url)
 
     with running_servers(db_url, tmp_path, count=2) as servers:
-        responses = await fire(servers, [same] * 10)
+        responses = await fire(servers, [same] * 10, key)
         logs = [s.log() for s in servers]
 
     results = payloads(responses, logs)

@@ -17,6 +17,8 @@ from domain.orders import PaymentMethod, SalesChannel
 from resolvers.orders import cancel_order, confirm_order
 from tests import factories as f
 from tests.resolvers.test_orders import (
+    CLERK,
+    SUPPORT,
     assert_ledger_adds_up,
     assert_sequences_dense,
     events,
@@ -174,7 +176,7 @@ async def test_cancel_order_racing_cancels_release_once(db: Database) -> None:
     order = await f.order(db, [("TEE", 4)])
 
     results = await asyncio.gather(
-        *(cancel_order(db, order.id, f"try {i}", "support") for i in range(10)),
+        *(cancel_order(db, order.id, f"try {i}", SUPPORT) for i in range(10)),
         return_exceptions=True,
     )
 
@@ -197,9 +199,9 @@ async def test_change_status_racing_confirm_and_cancel_one_wins(db: Database) ->
 
     results = await asyncio.gather(
         *(
-            confirm_order(db, order.id, "clerk")
+            confirm_order(db, order.id, CLERK)
             if i % 2
-            else cancel_order(db, order.id, "oops", "support")
+            else cancel_order(db, order.id, "oops", SUPPORT)
             for i in range(10)
         ),
         return_exceptions=True,

@@ -24,10 +24,18 @@ from db.models import (
     StockMovement,
     Warehouse,
 )
+from domain.access import Principal, Role
 from domain.errors import DomainError, DomainErrors, ErrorCode
 from domain.orders import PaymentMethod, PricingPolicy, SalesChannel, format_order_number
 from resolvers.orders import cancel_order, confirm_order, place_order, start_processing
 from tests import factories as f
+
+# Who acts: the factories as the system ("system:test", ADMIN), staff through their API keys,
+# support as another system principal. Events and the ledger record the principal's id.
+TEST = f.ACTOR.id
+CLERK = Principal.for_api_key(2, "clerk", Role.STAFF)
+PICKER = Principal.for_api_key(3, "picker", Role.STAFF)
+SUPPORT = Principal.system("support")
 
 # Helpers shared in spirit with test_inventory.py and test_concurrency.py -----------------
 
@@ -106,8 +114,8 @@ async def status_of(db: Database, order_id: int) -> str:
 
 async def events(
     db: Database, order_id: int
-) -> list[tuple[str, str | None, str | None, str, str | None]]:
-    """One order's events in sequence order: (type, from, to, actor, note)."""
+) -> list[tuple[str, str | None, str | None, str, str | None, str | None]]:
+    """One order's events in sequence order: (type, from, to, actor, actor role, note)."""
     async with db.reader() as s:
         rows = await s.execute(
             select(
@@ -115,6 +123,7 @@ async def events(
                 OrderEvent.from_status,
                 OrderEvent.to_status,
                 OrderEvent.actor,
+                OrderEvent.actor_role,
                 OrderEvent.note,
             )
             .where(OrderEvent.order_id == order_id)
@@ -229,10 +238,12 @@ async def test_place_order_reserves_stock_and_records_placed_event(db: Database)
     assert await allocations(db, order.id) == {("TEE", "MAIN"): 2}
     assert await lines(db, order.id) == [("TEE", 2, 1999, 3998, 0)]
     assert await movements(db) == [
-        ("TEE", "MAIN", 5, 0, "RECEIVED", None, "test"),
-        ("TEE", "MAIN", 0, 2, "ORDER_RESERVED", number, "test"),
+        ("TEE", "MAIN", 5, 0, "RECEIVED", None, "system:test"),
+        ("TEE", "MAIN", 0, 2, "ORDER_RESERVED", number, "system:test"),
     ]
-    assert await events(db, order.id) == [("PLACED", None, "PENDING", "test", "gift wrap")]
+    assert await events(db, order.id) == [
+        ("PLACED", None, "PENDING", "system:test", "ADMIN", "gift wrap")
+    ]
     await assert_ledger_adds_up(db)
     await assert_sequences_dense(db)
 
@@ -347,9 +358,9 @@ async def test_place_order_splits_by_priority_when_no_warehouse_fills_it(db: Dat
     reserved = [m for m in await movements(db) if m[4] == "ORDER_RESERVED"]
     assert sorted(reserved) == sorted(
         [
-            ("TEE", "NEAR", 0, 3, "ORDER_RESERVED", number, "test"),
-            ("TEE", "FAR", 0, 4, "ORDER_RESERVED", number, "test"),
-            ("MUG", "FAR", 0, 2, "ORDER_RESERVED", number, "test"),
+            ("TEE", "NEAR", 0, 3, "ORDER_RESERVED", number, TEST),
+            ("TEE", "FAR", 0, 4, "ORDER_RESERVED", number, TEST),
+            ("MUG", "FAR", 0, 2, "ORDER_RESERVED", number, TEST),
         ]
     )
     await assert_ledger_adds_up(db)
@@ -420,7 +431,7 @@ async def test_place_order_backorders_what_is_missing(db: Database) -> None:
     assert await allocations(db, order.id) == {("BOOK", "NEAR"): 2, ("TEE", "NEAR"): 1}
     assert await level(db, "BOOK", "NEAR") == (2, 2)
     assert await level(db, "TEE", "NEAR") == (5, 1)
-    assert await events(db, order.id) == [("PLACED", None, "BACKORDERED", "test", None)]
+    assert await events(db, order.id) == [("PLACED", None, "BACKORDERED", TEST, "ADMIN", None)]
     # the whole order is priced, backordered units included
     assert order.subtotal_minor == 9499
     await assert_ledger_adds_up(db)
@@ -457,21 +468,28 @@ async def test_order_lifecycle_writes_one_event_per_step(db: Database) -> None:
     await seed(db, {("TEE", "NEAR"): 5}, TEE="19.99")
     order = await f.order(db, [("TEE", 2)])
 
-    confirmed = await confirm_order(db, order.id, "clerk", "paid by phone")
+    confirmed = await confirm_order(db, order.id, CLERK, "paid by phone")
     assert confirmed.status == "CONFIRMED"
     assert await status_of(db, order.id) == "CONFIRMED"
-    processing = await start_processing(db, order.id, "picker")
+    processing = await start_processing(db, order.id, PICKER)
     assert processing.status == "PROCESSING"
     assert await level(db, "TEE", "NEAR") == (5, 2)
-    cancelled = await cancel_order(db, order.id, "customer changed their mind", "support")
+    cancelled = await cancel_order(db, order.id, "customer changed their mind", SUPPORT)
     assert cancelled.status == "CANCELLED"
 
     assert await status_of(db, order.id) == "CANCELLED"
     assert await events(db, order.id) == [
-        ("PLACED", None, "PENDING", "test", None),
-        ("CONFIRMED", "PENDING", "CONFIRMED", "clerk", "paid by phone"),
-        ("PROCESSING_STARTED", "CONFIRMED", "PROCESSING", "picker", None),
-        ("CANCELLED", "PROCESSING", "CANCELLED", "support", "customer changed their mind"),
+        ("PLACED", None, "PENDING", "system:test", "ADMIN", None),
+        ("CONFIRMED", "PENDING", "CONFIRMED", "api-key:2", "STAFF", "paid by phone"),
+        ("PROCESSING_STARTED", "CONFIRMED", "PROCESSING", "api-key:3", "STAFF", None),
+        (
+            "CANCELLED",
+            "PROCESSING",
+            "CANCELLED",
+            "system:support",
+            "ADMIN",
+            "customer changed their mind",
+        ),
     ]
     assert await level(db, "TEE", "NEAR") == (5, 0)
     await assert_ledger_adds_up(db)
@@ -480,9 +498,9 @@ async def test_order_lifecycle_writes_one_event_per_step(db: Database) -> None:
 
 Move = Callable[[Database, int], Awaitable[Any]]
 MOVES: dict[str, Move] = {
-    "confirm": lambda db, order_id: confirm_order(db, order_id, "clerk"),
-    "start_processing": lambda db, order_id: start_processing(db, order_id, "clerk"),
-    "cancel": lambda db, order_id: cancel_order(db, order_id, "mistake", "clerk"),
+    "confirm": lambda db, order_id: confirm_order(db, order_id, CLERK),
+    "start_processing": lambda db, order_id: start_processing(db, order_id, CLERK),
+    "cancel": lambda db, order_id: cancel_order(db, order_id, "mistake", CLERK),
 }
 
 
@@ -524,7 +542,7 @@ async def test_change_status_illegal_transition_changes_nothing(
 
 async def test_change_status_unknown_order_is_not_found(db: Database) -> None:
     with pytest.raises(DomainError) as caught:
-        await confirm_order(db, 12345, "clerk")
+        await confirm_order(db, 12345, CLERK)
     assert caught.value.code == ErrorCode.NOT_FOUND
 
 
@@ -545,10 +563,10 @@ async def test_cancel_order_releases_every_reservation(db: Database) -> None:
         ("TEE", "FAR"): 2,
         ("MUG", "FAR"): 2,
     }
-    await confirm_order(db, order.id, "clerk")
+    await confirm_order(db, order.id, CLERK)
     ledger_before = await movements(db)
 
-    await cancel_order(db, order.id, "out of budget", "support")
+    await cancel_order(db, order.id, "out of budget", SUPPORT)
 
     after = {key: await level(db, *key) for key in before}
     assert after == before
@@ -556,9 +574,9 @@ async def test_cancel_order_releases_every_reservation(db: Database) -> None:
     released = (await movements(db))[len(ledger_before) :]
     assert sorted(released) == sorted(
         [
-            ("TEE", "NEAR", 0, -2, "ORDER_RELEASED", number, "support"),
-            ("TEE", "FAR", 0, -2, "ORDER_RELEASED", number, "support"),
-            ("MUG", "FAR", 0, -2, "ORDER_RELEASED", number, "support"),
+            ("TEE", "NEAR", 0, -2, "ORDER_RELEASED", number, "system:support"),
+            ("TEE", "FAR", 0, -2, "ORDER_RELEASED", number, "system:support"),
+            ("MUG", "FAR", 0, -2, "ORDER_RELEASED", number, "system:support"),
         ]
     )
     assert await allocations(db, order.id) == {}
@@ -567,7 +585,8 @@ async def test_cancel_order_releases_every_reservation(db: Database) -> None:
         "CANCELLED",
         "CONFIRMED",
         "CANCELLED",
-        "support",
+        "system:support",
+        "ADMIN",
         "out of budget",
     )
     await assert_ledger_adds_up(db)
@@ -578,7 +597,7 @@ async def test_cancel_order_backordered_releases_the_reserved_part(db: Database)
     order = await f.order(db, [("BOOK", 5)])
     assert await level(db, "BOOK", "NEAR") == (2, 2)
 
-    await cancel_order(db, order.id, "too slow", "support")
+    await cancel_order(db, order.id, "too slow", SUPPORT)
 
     assert await level(db, "BOOK", "NEAR") == (2, 0)
     assert await lines(db, order.id) == [("BOOK", 5, 1500, 7500, 0)]
@@ -669,14 +688,14 @@ async def test_event_sequences_are_dense_across_successes_and_failures(db: Datab
     with pytest.raises(DomainErrors):
         await f.order(db, [("TEE", 10)])
     b = await f.order(db, [("BOOK", 3)])
-    await confirm_order(db, a.id, "clerk")
+    await confirm_order(db, a.id, CLERK)
     with pytest.raises(DomainError):
-        await confirm_order(db, a.id, "clerk")
+        await confirm_order(db, a.id, CLERK)
     await f.stock(db, "BOOK", "NEAR", 5)  # fills b: BACKORDER_FILLED
-    await start_processing(db, a.id, "picker")
-    await cancel_order(db, b.id, "no longer needed", "support")
+    await start_processing(db, a.id, PICKER)
+    await cancel_order(db, b.id, "no longer needed", SUPPORT)
     with pytest.raises(DomainError):
-        await cancel_order(db, b.id, "again", "support")
+        await cancel_order(db, b.id, "again", SUPPORT)
 
     await assert_sequences_dense(db)
     async with db.reader() as s:
