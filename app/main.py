@@ -30,6 +30,7 @@ from strawberry.schema import Schema
 from app.auth import Authenticator, Sessions
 from app.broadcast import EventHub
 from app.cost import CostBudget
+from app.fanout import SharedEventExecution
 from app.guard import RequestGuard
 from app.http import GraphQLView, MaskUnexpectedErrors, SqlStatementCount
 from app.outbox import OutboxRelay
@@ -82,7 +83,7 @@ def make_schema(
     ]
     if debug:
         extensions.append(SqlStatementCount)
-    return build_schema(extensions)
+    return build_schema(extensions, execution_context_class=SharedEventExecution)
 
 
 class Services:

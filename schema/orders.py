@@ -147,6 +147,16 @@ class OrderEvent(Node):
             loaders=loaders,
         )
 
+    @classmethod
+    def shared(cls, e: Any, loaders: Any) -> OrderEvent:
+        """One OrderEvent per event row and loaders: every subscriber that receives the row
+        gets the same object, so its selection can be executed once (app/fanout.py)."""
+        cached: OrderEvent | None = getattr(e, "_shared_event", None)
+        if cached is None or cached.loaders is not loaders:
+            cached = cls.from_model(e, loaders)
+            e._shared_event = cached
+        return cached
+
     @strawberry.field
     async def order(self, info: Info[Any, Any]) -> Order:
         # Subscription events carry loaders shared by every subscriber of that event: the

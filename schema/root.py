@@ -425,7 +425,7 @@ class Subscription:
             raise InputError("No order with this id.", code="NOT_FOUND")
         async with info.context.stream.subscribe(_event_filter(None, [oid]), start) as stream:
             async for event, loaders in stream:
-                yield OrderEvent.from_model(event, loaders)
+                yield OrderEvent.shared(event, loaders)
 
     @strawberry.subscription(description="Every order event (filtered), for staff dashboards.")
     async def order_events(
@@ -437,16 +437,19 @@ class Subscription:
         f = replace(f, customer_id=_own_customer_id(info, f.customer_id, "filter.customerId"))
         async with info.context.stream.subscribe(f, start) as stream:
             async for event, loaders in stream:
-                yield OrderEvent.from_model(event, loaders)
+                yield OrderEvent.shared(event, loaders)
 
 
-def build_schema(extensions: Sequence[type[SchemaExtension] | Any] = ()) -> strawberry.Schema:
+def build_schema(
+    extensions: Sequence[type[SchemaExtension] | Any] = (), execution_context_class: Any = None
+) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[Order, Product, Customer, Warehouse, InventoryLevel, OrderEvent, Viewer],
         extensions=list(extensions),
+        execution_context_class=execution_context_class,
     )
 
 
