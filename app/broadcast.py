@@ -220,10 +220,13 @@ class EventHub:
                     while True:
                         if heartbeat.done():
                             heartbeat.result()  # raises what broke it
-                        try:
-                            message = await asyncio.wait_for(upstream.get(), HEARTBEAT_SECONDS)
-                        except TimeoutError:
-                            message = None
+                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+                        # a cancellation that arrives as a message does, and then stop()
+                        # would wait for a loop that never ends.
+                        message = None
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(HEARTBEAT_SECONDS):
+                                message = await upstream.get()
                         if message is not None:
                             self._on_message(message.message)
                         if (
@@ -243,9 +246,8 @@ class EventHub:
 
     async def _heartbeat(self, broadcast: Broadcast) -> None:
         while True:
-            await asyncio.wait_for(
-                broadcast.publish(CHANNEL, json.dumps({"ping": self._nonce})), HEARTBEAT_SECONDS * 2
-            )
+            async with asyncio.timeout(HEARTBEAT_SECONDS * 2):
+                await broadcast.publish(CHANNEL, json.dumps({"ping": self._nonce}))
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     def _on_message(self, raw: str) -> None:
