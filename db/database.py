@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from db.inline_sqlite import inline_dbapi
 from db.models import OrderEvent
 
 
@@ -78,7 +79,9 @@ class Database:
 
     @staticmethod
     def _sqlite_engine(url: str, begin: str, echo: bool) -> AsyncEngine:
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": 30}, module=inline_dbapi()
+        )
 
         def on_begin(conn: Any) -> None:
             conn.exec_driver_sql(begin)
