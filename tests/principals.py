@@ -64,3 +64,13 @@ async def first_result(
         return None
     finally:
         await stream.aclose()
+
+
+async def hub_caught_up(app: Starlette, sequence: int) -> None:
+    """Wait until the app's event hub has handed out ``sequence``: a live subscription made
+    after this starts after it."""
+    for _ in range(1000):
+        if app.state.services.hub.position >= sequence:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the event hub never reached sequence {sequence}")

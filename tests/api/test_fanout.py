@@ -21,15 +21,6 @@ WITH_VARIABLES = """subscription ($types: [OrderEventType!]) {
   orderEvents(filter: {type: $types}) { sequence type order { number status } } }"""
 
 
-async def caught_up(app: Starlette, sequence: int) -> None:
-    """Wait until the hub has handed out ``sequence``: later subscribers start after it."""
-    for _ in range(1000):
-        if app.state.services.hub.position >= sequence:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the hub never reached sequence {sequence}")
-
-
 async def test_identical_subscriptions_share_one_execution(
     app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -38,7 +29,7 @@ async def test_identical_subscriptions_share_one_execution(
     await factories.product(db, "TEE")
     await factories.stock(db, "TEE", "MAIN", 10)
     order = await factories.order(db, [("TEE", 1)])
-    await caught_up(app, 1)
+    await principals.hub_caught_up(app, 1)
     conversions = 0
     original = order_types.Order.from_model
 
@@ -96,7 +87,7 @@ async def test_a_subscriber_leaving_does_not_take_the_shared_result_with_it(
     await factories.product(db, "TEE")
     await factories.stock(db, "TEE", "MAIN", 10)
     order = await factories.order(db, [("TEE", 1)])
-    await caught_up(app, 1)
+    await principals.hub_caught_up(app, 1)
     schema = app.state.schema
     admin = Principal.system("a")
     streams = [

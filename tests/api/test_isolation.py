@@ -331,6 +331,7 @@ async def test_customer_order_events_carry_only_their_own_orders(
     schema = app.state.schema
     db = app.state.services.db
     a = Principal.for_customer(world.a_id)
+    await principals.hub_caught_up(app, 2)  # both PLACED events: the live stream starts after
     stream = await schema.subscribe(
         "subscription { orderEvents(after: null) { sequence type order { id } } }",
         context_value=principals.context_for(app, a),

@@ -396,8 +396,12 @@ async def test_subscription_bad_arguments_answer_errors_on_the_socket(
                 if first.kind == "next":
                     assert first.payload.get("data") is None
                     assert (await op.receive()).kind == "complete"
-            # The connection survived: a good subscription on it still works.
-            op = await ws.subscribe(STATUS_CHANGED, {"orderId": gid(order)})
+            # The connection survived: a good subscription on it still works. (From the
+            # PLACED event's cursor: the confirmation may commit before the subscription is
+            # registered, and must not be missed then either.)
+            op = await ws.subscribe(
+                STATUS_CHANGED, {"orderId": gid(order), "after": event_cursor(1)}
+            )
             await confirm_order(live.db, order.id, ACTOR)
             event = (await op.next_data())["orderStatusChanged"]
             assert (event["type"], event["toStatus"]) == ("CONFIRMED", "CONFIRMED")
