@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from db.database import Database
@@ -341,14 +341,33 @@ async def _place_order_once(
 
         level_of = {(lv.product_id, lv.warehouse_id): lv for lv in levels}
         reservations = plan.reservations(demands)
+        movements: list[dict[str, Any]] = []
         for (product_id, warehouse_id), qty in sorted(
             reservations.items(), key=lambda kv: level_of[kv[0]].id
         ):
-            await _reserve(uow, level_of[(product_id, warehouse_id)], qty, number)
-        s.add_all(
-            Allocation(order_line_id=lines[index].id, warehouse_id=warehouse_id, quantity=qty)
+            await _reserve(uow, level_of[(product_id, warehouse_id)], qty)
+            movements.append(
+                {
+                    "product_id": product_id,
+                    "warehouse_id": warehouse_id,
+                    "on_hand_delta": 0,
+                    "reserved_delta": qty,
+                    "reason": StockMovementReason.ORDER_RESERVED.value,
+                    "reference": number,
+                    "actor": uow.actor.id,
+                    "created_at": now,
+                }
+            )
+        # One executemany each for the ledger and the allocations: on a hot path every
+        # statement counts, and these rows are written, never read back here.
+        if movements:
+            await s.execute(insert(StockMovement), movements)
+        allocations = [
+            {"order_line_id": lines[index].id, "warehouse_id": warehouse_id, "quantity": qty}
             for (index, warehouse_id), qty in plan.allocations.items()
-        )
+        ]
+        if allocations:
+            await s.execute(insert(Allocation), allocations)
         remember(
             s,
             idempotency_scope(PLACE_ORDER_SCOPE, uow.actor),
@@ -361,7 +380,8 @@ async def _place_order_once(
         return order
 
 
-async def _reserve(uow: UnitOfWork, level: InventoryLevel, qty: int, reference: str) -> None:
+async def _reserve(uow: UnitOfWork, level: InventoryLevel, qty: int) -> None:
+    """The guarded update: reserve only what is still available, or fail."""
     result = await uow.session.execute(
         update(InventoryLevel)
         .where(
@@ -372,16 +392,6 @@ async def _reserve(uow: UnitOfWork, level: InventoryLevel, qty: int, reference: 
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise _StockMoved()
-    uow.session.add(
-        StockMovement(
-            product_id=level.product_id,
-            warehouse_id=level.warehouse_id,
-            reserved_delta=qty,
-            reason=StockMovementReason.ORDER_RESERVED.value,
-            reference=reference,
-            actor=uow.actor.id,
-        )
-    )
 
 
 async def _locked_order(uow: UnitOfWork, order_id: int) -> Order:
