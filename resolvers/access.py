@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from db.database import Database
 from db.models import ApiKey, Customer, utcnow
@@ -73,26 +73,42 @@ async def create_api_key(
     return NewApiKey(key=key, record=record)
 
 
-def principal_of(record: ApiKey) -> Principal:
+def principal_of(record: ApiKey | LiveKey) -> Principal:
     return Principal.for_api_key(
         record.id, record.name, Role(record.role), parse_scopes(record.scopes)
     )
 
 
-async def find_api_key(db: Database, key: str) -> ApiKey | None:
-    """The live (not revoked) key with this secret, or None."""
+@dataclass(frozen=True, slots=True)
+class LiveKey:
+    """What authentication needs of a key row."""
+
+    id: int
+    name: str
+    role: str
+    scopes: str
+    last_used_at: datetime | None
+
+
+# Built once: this runs on every request that carries a key.
+_KEY_BY_HASH = select(
+    ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.scopes, ApiKey.last_used_at, ApiKey.revoked_at
+).where(ApiKey.key_hash == bindparam("key_hash"))
+
+
+async def find_api_key(db: Database, key: str) -> LiveKey | None:
+    """The live (not revoked) key with this secret, or None. One indexed read per request,
+    never cached, so a revocation takes effect with the next request."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
-    async with db.reader() as s:
-        record = (
-            await s.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
-        ).scalar_one_or_none()
-    if record is None or record.revoked_at is not None:
+    async with db.read_engine.connect() as conn:
+        row = (await conn.execute(_KEY_BY_HASH, {"key_hash": hash_key(key)})).first()
+    if row is None or row.revoked_at is not None:
         return None
-    return record
+    return LiveKey(row.id, row.name, row.role, row.scopes, row.last_used_at)
 
 
-def needs_touch(record: ApiKey, now: datetime) -> bool:
+def needs_touch(record: LiveKey, now: datetime) -> bool:
     return record.last_used_at is None or now - record.last_used_at >= LAST_USED_RESOLUTION
 
 
