@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from typing import Any
 
 from broadcaster import Broadcast
 from broadcaster._backends.redis import RedisBackend
+from sqlalchemy.engine import make_url
 
 from app.loaders import Loaders
 from db.database import Database
@@ -40,7 +42,16 @@ from resolvers.events import EventFilterArgs, events_after, last_sequence
 
 log = logging.getLogger("ordergraph.broadcast")
 
-CHANNEL = "ordergraph.order-events"
+CHANNEL_PREFIX = "ordergraph.order-events"
+
+
+def channel_for(database_url: str) -> str:
+    """The broadcast channel of one deployment: named after its database, so deployments
+    (or test runs, or a benchmark) that share one Redis never hear each other's
+    announcements. Redis Pub/Sub ignores the database number; the name must differ."""
+    url = make_url(database_url)
+    identity = f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
+    return f"{CHANNEL_PREFIX}.{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_MISSES = 3
 RECONNECT_MAX_SECONDS = 5.0
@@ -77,6 +88,7 @@ class EventHub:
     ) -> None:
         self.db = db
         self.url = url
+        self.channel = channel_for(db.url)
         self.queue_size = queue_size
         self._loaders_factory = loaders_factory
         self._subscribers: set[_Subscriber] = set()
@@ -128,7 +140,7 @@ class EventHub:
         broadcast = self._broadcast
         if broadcast is None or not self.ready:
             raise ConnectionError("broadcast is not connected")
-        await broadcast.publish(CHANNEL, json.dumps({"upto": upto}))
+        await broadcast.publish(self.channel, json.dumps({"upto": upto}))
 
     # subscribing ------------------------------------------------------------------------
 
@@ -206,7 +218,7 @@ class EventHub:
         broadcast = _make_broadcast(self.url)
         await broadcast.connect()
         try:
-            async with broadcast.subscribe(CHANNEL) as upstream:
+            async with broadcast.subscribe(self.channel) as upstream:
                 self._broadcast = broadcast
                 self._last_ping = time.monotonic()
                 heartbeat = asyncio.create_task(self._heartbeat(broadcast))
@@ -247,7 +259,7 @@ class EventHub:
     async def _heartbeat(self, broadcast: Broadcast) -> None:
         while True:
             async with asyncio.timeout(HEARTBEAT_SECONDS * 2):
-                await broadcast.publish(CHANNEL, json.dumps({"ping": self._nonce}))
+                await broadcast.publish(self.channel, json.dumps({"ping": self._nonce}))
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     def _on_message(self, raw: str) -> None:
