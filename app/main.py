@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -187,8 +188,26 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
     return app
 
 
+#: Collect the youngest generation every 50,000 allocations instead of 700, and the oldest
+#: rarely: a server holding thousands of WebSockets has millions of long-lived objects, and
+#: each full collection scanned them all (measured: 5,000 subscribers got an event in 1.4 s
+#: at p99 with the defaults, 0.57 s with these).
+GC_THRESHOLDS = (50_000, 50, 1_000)
+
+
+def tune_gc_for_serving() -> None:
+    """For server processes only: move everything built so far (modules, the schema) out of
+    the collector's way and collect less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def __getattr__(name: str) -> Any:
     # ``app.main:app`` is built on first access, so importing this module reads no settings.
+    # This is how uvicorn (``ordergraph serve``) loads the app in each worker process.
     if name == "app":
-        return create_app(Settings.from_env())
+        application = create_app(Settings.from_env())
+        tune_gc_for_serving()
+        return application
     raise AttributeError(name)
