@@ -27,5 +27,8 @@ lint: $(STAMP)
 schema: $(STAMP)  ## regenerate schema.graphql
 	$(BIN)/ordergraph export-schema --output schema.graphql
 
+bench: $(STAMP)  ## benchmark real servers (SQLite; PostgreSQL+Redis when reachable): bench/results.json
+	$(BIN)/python -m bench
+
 clean:
 	rm -rf $(VENV) ordergraph.db ordergraph.db-wal ordergraph.db-shm .pytest_cache .hypothesis
