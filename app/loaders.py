@@ -1,6 +1,12 @@
-"""Per-request DataLoaders (and per-event ones on subscription paths)."""
+"""Per-request DataLoaders (and per-event ones on subscription paths).
+
+Each loader is made on first use: a request or a WebSocket connection usually needs only a
+few of them, and a server holding thousands of idle subscriptions keeps one ``Loaders`` per
+connection (about 5 KB when all eight were made up front)."""
 
 from __future__ import annotations
+
+from functools import cached_property
 
 from strawberry.dataloader import DataLoader
 
@@ -20,33 +26,54 @@ from resolvers.loaders import load_by_id, load_grouped
 
 class Loaders:
     def __init__(self, db: Database) -> None:
-        self.order_by_id: DataLoader[int, Order | None] = DataLoader(
-            lambda keys: load_by_id(db, Order, keys)
+        self.db = db
+
+    @cached_property
+    def order_by_id(self) -> DataLoader[int, Order | None]:
+        return DataLoader(lambda keys: load_by_id(self.db, Order, keys))
+
+    @cached_property
+    def customer_by_id(self) -> DataLoader[int, Customer | None]:
+        return DataLoader(lambda keys: load_by_id(self.db, Customer, keys))
+
+    @cached_property
+    def product_by_id(self) -> DataLoader[int, Product | None]:
+        return DataLoader(lambda keys: load_by_id(self.db, Product, keys))
+
+    @cached_property
+    def warehouse_by_id(self) -> DataLoader[int, Warehouse | None]:
+        return DataLoader(lambda keys: load_by_id(self.db, Warehouse, keys))
+
+    @cached_property
+    def order_lines_by_order_id(self) -> DataLoader[int, list[OrderLine]]:
+        return DataLoader(
+            lambda keys: load_grouped(self.db, OrderLine, OrderLine.order_id, keys, [OrderLine.id])
         )
-        self.customer_by_id: DataLoader[int, Customer | None] = DataLoader(
-            lambda keys: load_by_id(db, Customer, keys)
-        )
-        self.product_by_id: DataLoader[int, Product | None] = DataLoader(
-            lambda keys: load_by_id(db, Product, keys)
-        )
-        self.warehouse_by_id: DataLoader[int, Warehouse | None] = DataLoader(
-            lambda keys: load_by_id(db, Warehouse, keys)
-        )
-        self.order_lines_by_order_id: DataLoader[int, list[OrderLine]] = DataLoader(
-            lambda keys: load_grouped(db, OrderLine, OrderLine.order_id, keys, [OrderLine.id])
-        )
-        self.allocations_by_order_line_id: DataLoader[int, list[Allocation]] = DataLoader(
+
+    @cached_property
+    def allocations_by_order_line_id(self) -> DataLoader[int, list[Allocation]]:
+        return DataLoader(
             lambda keys: load_grouped(
-                db, Allocation, Allocation.order_line_id, keys, [Allocation.id]
+                self.db, Allocation, Allocation.order_line_id, keys, [Allocation.id]
             )
         )
-        self.inventory_levels_by_product_id: DataLoader[int, list[InventoryLevel]] = DataLoader(
+
+    @cached_property
+    def inventory_levels_by_product_id(self) -> DataLoader[int, list[InventoryLevel]]:
+        return DataLoader(
             lambda keys: load_grouped(
-                db, InventoryLevel, InventoryLevel.product_id, keys, [InventoryLevel.warehouse_id]
+                self.db,
+                InventoryLevel,
+                InventoryLevel.product_id,
+                keys,
+                [InventoryLevel.warehouse_id],
             )
         )
-        self.order_events_by_order_id: DataLoader[int, list[OrderEvent]] = DataLoader(
+
+    @cached_property
+    def order_events_by_order_id(self) -> DataLoader[int, list[OrderEvent]]:
+        return DataLoader(
             lambda keys: load_grouped(
-                db, OrderEvent, OrderEvent.order_id, keys, [OrderEvent.sequence]
+                self.db, OrderEvent, OrderEvent.order_id, keys, [OrderEvent.sequence]
             )
         )
