@@ -425,6 +425,9 @@ class Subscription:
             raise InputError("No order with this id.", code="NOT_FOUND")
         async with info.context.stream.subscribe(_event_filter(None, [oid]), start) as stream:
             async for event, loaders in stream:
+                # The connection's context lives as long as the socket: resolve this event's
+                # nested fields with loaders as fresh as the event, not with its old cache.
+                info.context.loaders = loaders
                 yield OrderEvent.shared(event, loaders)
 
     @strawberry.subscription(description="Every order event (filtered), for staff dashboards.")
@@ -437,6 +440,9 @@ class Subscription:
         f = replace(f, customer_id=_own_customer_id(info, f.customer_id, "filter.customerId"))
         async with info.context.stream.subscribe(f, start) as stream:
             async for event, loaders in stream:
+                # The connection's context lives as long as the socket: resolve this event's
+                # nested fields with loaders as fresh as the event, not with its old cache.
+                info.context.loaders = loaders
                 yield OrderEvent.shared(event, loaders)
 
 

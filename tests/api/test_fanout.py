@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from domain.access import Principal
 from resolvers.orders import confirm_order
 from schema import orders as order_types
+from schema.common import to_global_id
 from tests import factories, principals
 
 SYSTEM = principals.SYSTEM
@@ -106,3 +107,37 @@ async def test_a_subscriber_leaving_does_not_take_the_shared_result_with_it(
         for s in streams:
             await s.aclose()
     assert [r.data["orderEvents"]["type"] for r in rest] == ["CONFIRMED", "CONFIRMED"]
+
+
+async def test_each_event_is_resolved_with_fresh_data_not_the_connections_cache(
+    app: Starlette,
+) -> None:
+    """A WebSocket connection keeps one context for its life: nested fields of a later event
+    must not come from loaders cached while resolving an earlier one."""
+    db = app.state.services.db
+    await factories.warehouse(db)
+    await factories.product(db, "PRE", allow_backorder=True)
+    order = await factories.order(db, [("PRE", 2)])  # nothing in stock: backordered
+    query = """subscription ($id: ID!) {
+      orderStatusChanged(orderId: $id, after: "T3JkZXJFdmVudDow") {
+        type order { status lines { backorderedQuantity } } } }"""
+    stream = await app.state.schema.subscribe(
+        query,
+        variable_values={"id": str(to_global_id("Order", order.id))},
+        context_value=principals.context_for(app, SYSTEM),
+    )
+    try:
+        async with asyncio.timeout(10):
+            placed = await anext(stream)  # replayed: loads the lines (2 backordered)
+            await factories.stock(db, "PRE", "MAIN", 2)  # fills the backorder
+            filled = await anext(stream)
+    finally:
+        await stream.aclose()
+    assert placed.data["orderStatusChanged"] == {
+        "type": "PLACED",
+        "order": {"status": "BACKORDERED", "lines": [{"backorderedQuantity": 2}]},
+    }
+    assert filled.data["orderStatusChanged"] == {
+        "type": "BACKORDER_FILLED",
+        "order": {"status": "PENDING", "lines": [{"backorderedQuantity": 0}]},
+    }
