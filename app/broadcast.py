@@ -52,6 +52,8 @@ def channel_for(database_url: str) -> str:
     url = make_url(database_url)
     identity = f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
     return f"{CHANNEL_PREFIX}.{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_MISSES = 3
 RECONNECT_MAX_SECONDS = 5.0
