@@ -60,6 +60,14 @@ class MaskUnexpectedErrors(MaskErrors):
         )
         self.expose_details = expose_details
 
+    def _process_result(self, result: object) -> None:
+        # Upstream tests ``isinstance(result, <runtime Protocol>)`` first, about 20 us a call:
+        # a fifth of delivering one event to one subscriber. Results without errors (nearly
+        # all of them) need no look at all.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         request_id = request_id_var.get()
         log.error(
