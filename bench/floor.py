@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 from strawberry.dataloader import DataLoader
@@ -40,7 +40,11 @@ def _recording(batch: Batch, table: dict[Any, Any]) -> Batch:
 
 
 def _loader_names(loaders: Any) -> list[str]:
-    return [name for name, value in vars(loaders).items() if isinstance(value, DataLoader)]
+    """The DataLoaders of ``app.loaders.Loaders``: made on first use (cached properties)."""
+    names = [
+        name for name, value in vars(type(loaders)).items() if isinstance(value, cached_property)
+    ]
+    return [name for name in names if isinstance(getattr(loaders, name), DataLoader)]
 
 
 class MemoryLoaders:
