@@ -15,7 +15,7 @@ from graphql import GraphQLError, OperationType
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
-from app.cost import CostBudget, ThrottleStatus, actual_cost, analyze
+from app.cost import CostBudget, Throttle, ThrottleStatus, actual_cost, analyze
 from domain.access import Principal, Role
 from schema.access import denial_message, permits
 
@@ -42,14 +42,13 @@ class RequestGuard(SchemaExtension):
         self.budget = budget
         self._reserved: int | None = None
         self._requested: int | None = None
+        self._actual: int | None = None
         self._status: ThrottleStatus | None = None
-        self._principal: Principal | None = None
 
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
         document = ec.graphql_document
         principal: Principal = ec.context.principal
-        self._principal = principal
         schema = ec.schema._schema
         if document is not None:
             analysis = analyze(schema, document, ec.operation_name, ec.variables)
@@ -71,11 +70,10 @@ class RequestGuard(SchemaExtension):
         if self._reserved is not None and document is not None:
             result = ec.result
             data = getattr(result, "data", None) if result is not None else None
-            actual = actual_cost(schema, document, ec.operation_name, ec.variables, data)
-            self._actual = actual
-            self._status = self.budget.settle(principal.id, self._reserved, actual)
+            self._actual = actual_cost(schema, document, ec.operation_name, ec.variables, data)
+            self._status = self.budget.settle(principal.id, self._reserved, self._actual)
 
-    def _refusal(self, requested: int, throttle: Any) -> GraphQLError:
+    def _refusal(self, requested: int, throttle: Throttle) -> GraphQLError:
         status = throttle.status.as_dict()
         if throttle.reason == "MAX_COST_EXCEEDED":
             most = min(self.budget.max_query_cost, self.budget.capacity)
@@ -108,6 +106,6 @@ class RequestGuard(SchemaExtension):
             return {}
         cost: dict[str, Any] = {"requestedQueryCost": self._requested}
         if self._reserved is not None:
-            cost["actualQueryCost"] = getattr(self, "_actual", None)
+            cost["actualQueryCost"] = self._actual
         cost["throttleStatus"] = self._status.as_dict()
         return {"cost": cost}
