@@ -114,7 +114,14 @@ class _Walker:
         # rather than mistake a bad `$first` for a missing one.
         self.variables_invalid = False
         if self.operation is not None:
-            definitions = self.operation.variable_definitions or ()
+            # Only the variables the cost depends on are coerced: a mutation's `$input`
+            # (coerced again by execution) would cost more than the whole walk.
+            relevant = cost_variables(document)
+            definitions = [
+                d
+                for d in self.operation.variable_definitions or ()
+                if d.variable.name.value in relevant
+            ]
             coerced = get_variable_values(schema, definitions, self.variables)
             if isinstance(coerced, VariableValues):  # else execution reports the errors
                 self.variable_values, self.variables = coerced, coerced.coerced
@@ -327,18 +334,102 @@ def _items(value: Any) -> list[Any]:
     return [leaf for item in value for leaf in (_items(item) if isinstance(item, list) else [item])]
 
 
+_COST_ARGUMENTS = frozenset({"first", "last"})
+_CONDITIONS = frozenset({"skip", "include"})
+
+
+def _variables_in(node: Any, out: set[str]) -> None:
+    if isinstance(node, VariableNode):
+        out.add(node.name.value)
+    for child in getattr(node, "values", None) or getattr(node, "fields", None) or ():
+        _variables_in(getattr(child, "value", child), out)
+
+
+def _scan(selections: SelectionSetNode | None, out: set[str]) -> None:
+    for sel in selections.selections if selections is not None else ():
+        for directive in sel.directives or ():
+            if directive.name.value in _CONDITIONS:
+                for arg in directive.arguments or ():
+                    _variables_in(arg.value, out)
+        if isinstance(sel, FieldNode):
+            for arg in sel.arguments or ():
+                if arg.name.value in _COST_ARGUMENTS:
+                    _variables_in(arg.value, out)
+        if isinstance(sel, FieldNode | InlineFragmentNode):
+            _scan(sel.selection_set, out)
+
+
+class _DocumentCache:
+    """A small LRU keyed by object identity: the parser cache hands out the same
+    ``DocumentNode`` for the same text, and documents hash deeply (slow), so identity it is.
+    Each entry keeps the objects whose ids are in its key alive, so no id is reused while
+    the entry exists."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: tuple[Any, ...], keep: Any, value: Any) -> None:
+        self._entries[key] = (keep, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+_VARIABLES_CACHE = _DocumentCache(1024)
+_ANALYSIS_CACHE = _DocumentCache(4096)
+
+
+def cost_variables(document: DocumentNode) -> frozenset[str]:
+    """The variables the cost of ``document`` depends on: those in ``first``/``last``
+    arguments and in ``@skip``/``@include`` conditions."""
+    key = (id(document),)
+    found: frozenset[str] | None = _VARIABLES_CACHE.get(key)
+    if found is None:
+        out: set[str] = set()
+        for definition in document.definitions:
+            _scan(getattr(definition, "selection_set", None), out)
+            for directive in getattr(definition, "directives", None) or ():
+                for arg in directive.arguments or ():
+                    _variables_in(arg.value, out)
+        found = frozenset(out)
+        _VARIABLES_CACHE.put(key, document, found)
+    return found
+
+
 def analyze(
     schema: GraphQLSchema,
     document: DocumentNode,
     operation_name: str | None,
     variables: _Vars,
 ) -> Analysis:
-    """The operation's type, the schema coordinates it touches and its requested cost."""
+    """The operation's type, the schema coordinates it touches and its requested cost.
+    Cached by document, operation and the values of the variables the cost depends on."""
+    relevant = cost_variables(document)
+    given = variables or {}
+    try:
+        values = tuple(sorted((name, given.get(name, Undefined)) for name in relevant))
+        key = (id(schema), id(document), operation_name, values)
+        hash(key)
+    except TypeError:  # an unhashable value, so an invalid one: no caching
+        key = None
+    if key is not None and (cached := _ANALYSIS_CACHE.get(key)) is not None:
+        return cached  # type: ignore[no-any-return]
     walker = _Walker(schema, document, operation_name, variables)
     entries = walker.root()
     cost = walker.cost(entries, None, "") if entries is not None else 0
     kind = walker.operation.operation if walker.operation else OperationType.QUERY
-    return Analysis(kind, frozenset(walker.coordinates), cost)
+    analysis = Analysis(kind, frozenset(walker.coordinates), cost)
+    if key is not None:
+        _ANALYSIS_CACHE.put(key, (schema, document), analysis)
+    return analysis
 
 
 def actual_cost(

@@ -6,6 +6,10 @@ announces them and marks them published (one statement per batch). If the proces
 between, the events stay unpublished: the next process to start announces them, and every
 running process sweeps for stragglers periodically. Subscribers read events from the log by
 sequence, so an announcement that arrives twice or late changes nothing.
+
+Announcing is immediate; marking is batched (at most every ``MARK_INTERVAL_SECONDS``): it is
+a write transaction, and only a crash in that window leaves announced events unmarked, which
+costs a harmless second announcement when they are swept.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from collections.abc import Sequence
 
 from app.broadcast import EventHub
 from db.database import Database
-from db.models import OrderEvent
 from resolvers.events import mark_published, unpublished_events
 
 log = logging.getLogger("ordergraph.outbox")
+
+MARK_INTERVAL_SECONDS = 0.1
 
 
 class OutboxRelay:
@@ -29,12 +34,14 @@ class OutboxRelay:
         self.hub = hub
         self.sweep_seconds = sweep_seconds
         self._pending: list[int] = []
+        self._announced: list[int] = []  # announced, not yet marked published
+        self._marker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def on_commit(self, events: Sequence[OrderEvent]) -> None:
+    def on_commit(self, sequences: Sequence[int]) -> None:
         """Called by the unit of work right after a commit (never inside the transaction)."""
-        self._pending.extend(e.sequence for e in events)
+        self._pending.extend(sequences)
         self._wake.set()
 
     async def start(self) -> None:
@@ -52,6 +59,14 @@ class OutboxRelay:
         if self._pending:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush(), 2)
+        if self._marker is not None:
+            self._marker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._marker
+            self._marker = None
+        if self._announced:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._mark(), 2)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -65,10 +80,24 @@ class OutboxRelay:
             return
         try:
             await self.hub.announce(max(batch))
-            await mark_published(self.db, batch)
         except Exception:
             self._pending = batch + self._pending
             raise
+        self._announced.extend(batch)
+        if self._marker is None or self._marker.done():
+            self._marker = asyncio.create_task(self._mark_soon(), name="outbox-mark")
+
+    async def _mark_soon(self) -> None:
+        await asyncio.sleep(MARK_INTERVAL_SECONDS)
+        try:
+            await self._mark()
+        except Exception as exc:  # the sweep announces and marks them later
+            log.warning("marking events published failed: %s", exc)
+
+    async def _mark(self) -> None:
+        batch, self._announced = self._announced, []
+        if batch:
+            await mark_published(self.db, batch)
 
     async def _run(self) -> None:
         while True:

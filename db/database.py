@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from db.inline_sqlite import inline_dbapi
-from db.models import OrderEvent
 
 
 class StatementCounter:
@@ -61,7 +60,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        self.after_commit: Callable[[Sequence[OrderEvent]], None] | None = None
+        # Called with the sequences of the events a transaction wrote, right after its commit.
+        self.after_commit: Callable[[Sequence[int]], None] | None = None
         if self.is_sqlite:
             self.write_engine = self._sqlite_engine(url, "BEGIN IMMEDIATE", echo)
             self.read_engine = self._sqlite_engine(url, "BEGIN", echo)

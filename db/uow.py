@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any, TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import Connection, bindparam, insert, update
 
 from db.database import Database
 from db.models import EventCounter, OrderEvent, utcnow
 from domain.access import Principal
+
+T = TypeVar("T")
+
+# Hands out ``n`` sequences: the last write of every event-writing transaction (see below).
+_BUMP_COUNTER = (
+    update(EventCounter)
+    .where(EventCounter.id == 1)
+    .values(last_sequence=EventCounter.last_sequence + bindparam("n"))
+    .returning(EventCounter.last_sequence)
+)
+_INSERT_EVENTS = insert(OrderEvent)
 
 
 class UnitOfWork:
@@ -55,7 +68,7 @@ class UnitOfWork:
                 self.db.write_lock.release()  # type: ignore[union-attr]
                 self._locked = False
         if self._committed and self.committed_events and self.db.after_commit is not None:
-            self.db.after_commit(self.committed_events)
+            self.db.after_commit([e.sequence for e in self.committed_events])
 
     def record_event(
         self,
@@ -81,14 +94,7 @@ class UnitOfWork:
     async def commit(self) -> None:
         if self._events:
             n = len(self._events)
-            last = (
-                await self.session.execute(
-                    update(EventCounter)
-                    .where(EventCounter.id == 1)
-                    .values(last_sequence=EventCounter.last_sequence + n)
-                    .returning(EventCounter.last_sequence)
-                )
-            ).scalar_one()
+            last = (await self.session.execute(_BUMP_COUNTER, {"n": n})).scalar_one()
             for offset, event in enumerate(self._events):
                 event.sequence = last - n + 1 + offset
             self.session.add_all(self._events)
@@ -96,3 +102,77 @@ class UnitOfWork:
         self._committed = True
         self.committed_events = self._events
         self._events = []
+
+
+class CoreWork:
+    """A unit of work for hot paths written with Core statements on a sync ``Connection``
+    (see ``run_core``): the same rules as ``UnitOfWork`` (one transaction, events sequenced
+    by the counter as its last write, published after commit) without the ORM's per-object
+    bookkeeping, and with every statement run from one greenlet hand-off."""
+
+    __slots__ = ("_events", "actor", "conn", "sequences")
+    conn: Connection  # set when the transaction starts
+
+    def __init__(self, actor: Principal) -> None:
+        self.actor = actor
+        self._events: list[dict[str, Any]] = []
+        self.sequences: list[int] = []
+
+    def record_event(
+        self,
+        order_id: int,
+        type_: str,
+        from_status: str | None,
+        to_status: str | None,
+        note: str | None = None,
+    ) -> None:
+        self._events.append(
+            {
+                "order_id": order_id,
+                "type": type_,
+                "from_status": from_status,
+                "to_status": to_status,
+                "actor": self.actor.id,
+                "actor_role": self.actor.role.value,
+                "note": note,
+                "occurred_at": utcnow(),
+                "published_at": None,
+            }
+        )
+
+    def _write_events(self) -> None:
+        n = len(self._events)
+        if not n:
+            return
+        last = self.conn.execute(_BUMP_COUNTER, {"n": n}).scalar_one()
+        first = last - n + 1
+        for offset, event in enumerate(self._events):
+            event["sequence"] = first + offset
+        self.conn.execute(_INSERT_EVENTS, self._events)
+        self.sequences = list(range(first, last + 1))
+
+
+def _in_transaction(conn: Connection, work: CoreWork, fn: Callable[[CoreWork], T]) -> T:
+    work.conn = conn
+    with conn.begin():
+        result = fn(work)
+        work._write_events()
+    return result
+
+
+async def run_core(db: Database, actor: Principal, fn: Callable[[CoreWork], T]) -> T:
+    """Run ``fn(work)`` in one write transaction on a sync connection: commit when it
+    returns, roll back when it raises. Events it records get their sequences at the end of
+    the transaction and go to the outbox relay after the commit."""
+    work = CoreWork(actor)
+    if db.write_lock is not None:
+        await db.write_lock.acquire()
+    try:
+        async with db.write_engine.connect() as conn:
+            result = await conn.run_sync(_in_transaction, work, fn)
+    finally:
+        if db.write_lock is not None:
+            db.write_lock.release()
+    if work.sequences and db.after_commit is not None:
+        db.after_commit(work.sequences)
+    return result

@@ -5,7 +5,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,22 +52,43 @@ async def replay(
     """The resource an earlier request with this idempotency key created, if any."""
     if key is None:
         return None
-    record = (
-        await session.execute(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
-            )
-        )
-    ).scalar_one_or_none()
-    if record is None:
+    resource_id = await session.run_sync(
+        lambda sync: replayed_id(sync.connection(), scope, key, fingerprint)
+    )
+    return None if resource_id is None else await session.get(model, resource_id)
+
+
+_IDEMPOTENCY_RECORD = select(IdempotencyRecord.request_hash, IdempotencyRecord.resource_id).where(
+    IdempotencyRecord.scope == bindparam("scope"), IdempotencyRecord.key == bindparam("key")
+)
+_REMEMBER = insert(IdempotencyRecord)
+
+
+def replayed_id(conn: Connection, scope: str, key: str | None, fingerprint: str) -> int | None:
+    """``replay`` for Core use cases: the id of what an earlier request with this key made."""
+    if key is None:
         return None
-    if record.request_hash != fingerprint:
+    row = conn.execute(_IDEMPOTENCY_RECORD, {"scope": scope, "key": key}).first()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
         raise DomainError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
             "This idempotency key was used for a different request.",
             ["input", "idempotencyKey"],
         )
-    return await session.get(model, record.resource_id)
+    return int(row.resource_id)
+
+
+def remember_id(
+    conn: Connection, scope: str, key: str | None, fingerprint: str, resource_id: int
+) -> None:
+    """``remember`` for Core use cases."""
+    if key is not None:
+        conn.execute(
+            _REMEMBER,
+            {"scope": scope, "key": key, "request_hash": fingerprint, "resource_id": resource_id},
+        )
 
 
 def remember(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, bindparam, insert, select
 
 from db.database import Database
 from db.models import Customer
@@ -44,27 +44,36 @@ def validate_new_customer(c: NewCustomer, path: Sequence[str]) -> list[DomainErr
     return errors
 
 
+def _values(c: NewCustomer) -> dict[str, Any]:
+    return {
+        "name": c.name.strip(),
+        "email": c.email.strip().lower(),
+        "phone": c.phone,
+        "addresses": [{k: val for k, val in a.items() if val} for a in c.addresses],
+    }
+
+
 def _clean(c: NewCustomer) -> Customer:
-    return Customer(
-        name=c.name.strip(),
-        email=c.email.strip().lower(),
-        phone=c.phone,
-        addresses=[{k: val for k, val in a.items() if val} for a in c.addresses],
-    )
+    return Customer(**_values(c))
 
 
-async def find_or_create_customer(session: AsyncSession, c: NewCustomer) -> Customer:
-    """Guest checkout: an inline customer whose email we know is that customer."""
-    email = c.email.strip().lower()
-    existing = (
-        await session.execute(select(Customer).where(Customer.email == email))
-    ).scalar_one_or_none()
+_CUSTOMER_BY_EMAIL = select(Customer.id).where(Customer.email == bindparam("email"))
+_CUSTOMER_EXISTS = select(Customer.id).where(Customer.id == bindparam("id"))
+_INSERT_CUSTOMER = insert(Customer)
+
+
+def customer_exists(conn: Connection, customer_id: int) -> bool:
+    return conn.execute(_CUSTOMER_EXISTS, {"id": customer_id}).first() is not None
+
+
+def find_or_create_customer(conn: Connection, c: NewCustomer) -> int:
+    """Guest checkout: an inline customer whose email we know is that customer. Returns the
+    customer's id (a Core use case's step, inside its transaction)."""
+    values = _values(c)
+    existing = conn.execute(_CUSTOMER_BY_EMAIL, {"email": values["email"]}).scalar()
     if existing is not None:
-        return existing
-    customer = _clean(c)
-    session.add(customer)
-    await session.flush()
-    return customer
+        return int(existing)
+    return int(conn.execute(_INSERT_CUSTOMER, values).inserted_primary_key[0])  # type: ignore[index]
 
 
 async def create_customer(

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from db.database import Database
 from db.models import Order, OrderEvent, utcnow
-from db.uow import UnitOfWork
+from db.uow import run_core
 from domain.access import Principal
 
 REPLAY_BATCH = 500
@@ -84,17 +84,29 @@ async def unpublished_events(
 OUTBOX = Principal.system("outbox")
 
 
+_MARK_RANGE_PUBLISHED = (
+    update(OrderEvent)
+    .where(OrderEvent.sequence.between(bindparam("lo"), bindparam("hi")))
+    .values(published_at=bindparam("now"))
+)
+_MARK_PUBLISHED = (
+    update(OrderEvent)
+    .where(OrderEvent.sequence.in_(bindparam("sequences", expanding=True)))
+    .values(published_at=bindparam("now"))
+)
+
+
 async def mark_published(db: Database, sequences: Sequence[int]) -> None:
+    """One statement, in a transaction of its own (the relay runs it after every batch of
+    commits, so it is on the write path's budget)."""
     if not sequences:
         return
-    async with UnitOfWork(db, OUTBOX) as uow:
-        await uow.session.execute(
-            update(OrderEvent)
-            .where(OrderEvent.sequence.in_(sequences))
-            .values(published_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        await uow.commit()
+    lo, hi, now = min(sequences), max(sequences), utcnow()
+    if hi - lo + 1 == len(set(sequences)):  # the usual case: a dense run of commits
+        stmt, params = _MARK_RANGE_PUBLISHED, {"lo": lo, "hi": hi, "now": now}
+    else:
+        stmt, params = _MARK_PUBLISHED, {"sequences": sorted(set(sequences)), "now": now}
+    await run_core(db, OUTBOX, lambda work: work.conn.execute(stmt, params))
 
 
 async def order_customer_ids(db: Database, order_ids: Sequence[int]) -> dict[int, int]:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from db.database import Database
 from db.models import (
     Allocation,
-    Customer,
     InventoryLevel,
     Order,
     OrderLine,
@@ -24,10 +24,10 @@ from db.models import (
     utcnow,
 )
 from db.queries import Page, PageArgs, SortKey, paginate
-from db.uow import UnitOfWork
+from db.uow import CoreWork, UnitOfWork, run_core
 from domain import validation as v
 from domain.access import Principal, check_customer_may_cancel
-from domain.allocation import LineDemand, WarehouseRank, plan_allocation
+from domain.allocation import AllocationPlan, LineDemand, WarehouseRank, plan_allocation
 from domain.errors import DomainError, DomainErrors, ErrorCode, raise_if_any
 from domain.inventory import StockMovementReason
 from domain.money import Money
@@ -44,8 +44,19 @@ from domain.orders import (
     parse_order_number,
     price_order,
 )
-from resolvers.common import get_or_not_found, idempotency_scope, remember, replay, request_hash
-from resolvers.customers import NewCustomer, find_or_create_customer, validate_new_customer
+from resolvers.common import (
+    get_or_not_found,
+    idempotency_scope,
+    remember_id,
+    replayed_id,
+    request_hash,
+)
+from resolvers.customers import (
+    NewCustomer,
+    customer_exists,
+    find_or_create_customer,
+    validate_new_customer,
+)
 from resolvers.inventory import refill_backorders
 
 PLACE_ORDER_SCOPE = "placeOrder"
@@ -121,9 +132,29 @@ def validate_place_order(cmd: PlaceOrderCommand) -> list[DomainError]:
 
 
 def _fingerprint(cmd: PlaceOrderCommand) -> str:
-    data = asdict(cmd)
-    data.pop("idempotency_key")
-    return request_hash(data)
+    # What asdict() would give, less the idempotency key, built by hand: asdict's deep copy
+    # cost more than the rest of the validation together.
+    nc = cmd.new_customer
+    return request_hash(
+        {
+            "channel": cmd.channel,
+            "lines": [{"sku": li.sku, "quantity": li.quantity} for li in cmd.lines],
+            "shipping_address": cmd.shipping_address,
+            "payment_method": cmd.payment_method,
+            "customer_id": cmd.customer_id,
+            "new_customer": None
+            if nc is None
+            else {
+                "name": nc.name,
+                "email": nc.email,
+                "phone": nc.phone,
+                "addresses": nc.addresses,
+            },
+            "external_id": cmd.external_id,
+            "note": cmd.note,
+            "extra": cmd.extra,
+        }
+    )
 
 
 async def place_order(
@@ -138,14 +169,31 @@ async def place_order(
     cmd = _for_caller(cmd, actor)
     raise_if_any(validate_place_order(cmd))
     fingerprint = _fingerprint(cmd)
+    lock_stock = False
     for attempt in range(_MAX_ATTEMPTS):
         try:
-            return await _place_order_once(db, cmd, fingerprint, actor, pricing)
-        except (IntegrityError, _StockMoved):
-            # A concurrent request won a unique key (idempotency key, external id, email)
-            # or moved stock between our read and our guarded update: look again.
+            return await run_core(
+                db,
+                actor,
+                partial(
+                    _place_order_tx,
+                    cmd=cmd,
+                    fingerprint=fingerprint,
+                    pricing=pricing,
+                    lock_stock=lock_stock,
+                ),
+            )
+        except IntegrityError:
+            # A concurrent request won a unique key (idempotency key, external id, email):
+            # look again (a replay now, or a clear error).
             if attempt == _MAX_ATTEMPTS - 1:
                 raise
+        except _StockMoved:
+            # Others reserved the stock we planned on: plan again, this time on locked rows,
+            # where the plan cannot go stale.
+            if attempt == _MAX_ATTEMPTS - 1:
+                raise
+            lock_stock = True
     raise AssertionError("unreachable")
 
 
@@ -168,185 +216,261 @@ def _for_caller(cmd: PlaceOrderCommand, actor: Principal) -> PlaceOrderCommand:
     return replace(cmd, customer_id=actor.customer_id)
 
 
-async def _existing_order(
-    uow: UnitOfWork, cmd: PlaceOrderCommand, fingerprint: str
-) -> Order | None:
-    s = uow.session
-    replayed: Order | None = await replay(
-        s, idempotency_scope(PLACE_ORDER_SCOPE, uow.actor), cmd.idempotency_key, fingerprint, Order
+# Statements of the placeOrder hot path, built once: Core executes them from SQLAlchemy's
+# compiled cache, without ORM bookkeeping (see db.uow.run_core).
+_ORDER_BY_EXTERNAL_ID = select(Order).where(
+    Order.channel == bindparam("channel"), Order.external_id == bindparam("external_id")
+)
+_ORDER_BY_ID = select(Order).where(Order.id == bindparam("id"))
+_PRODUCTS_BY_SKU = select(
+    Product.id,
+    Product.sku,
+    Product.name,
+    Product.price_minor,
+    Product.currency,
+    Product.active,
+    Product.allow_backorder,
+).where(Product.sku.in_(bindparam("skus", expanding=True)))
+# NO KEY UPDATE: rows that merely reference the product are not blocked.
+_LOCK_PRODUCTS = (
+    select(Product.id)
+    .where(Product.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Product.id)
+    .with_for_update(key_share=True)
+)
+# Every stock row of the products, with its warehouse's rank: no lock (see _reserve_all).
+_STOCK = (
+    select(
+        InventoryLevel.id,
+        InventoryLevel.product_id,
+        InventoryLevel.warehouse_id,
+        InventoryLevel.on_hand - InventoryLevel.reserved,
+        Warehouse.priority,
     )
-    if replayed is not None:
-        return replayed
-    if cmd.external_id is not None:
-        order = (
-            await s.execute(
-                select(Order).where(
-                    Order.channel == cmd.channel.value, Order.external_id == cmd.external_id
-                )
-            )
-        ).scalar_one_or_none()
-        if order is not None:
-            if order.request_hash != fingerprint:
-                # Name the order only to a caller who may see it.
-                which = (
-                    "Another order"
-                    if uow.actor.is_customer and not uow.actor.owns(order.customer_id)
-                    else format_order_number(order.id)
-                )
-                raise DomainError(
-                    ErrorCode.DUPLICATE_EXTERNAL_ID,
-                    f"{which} already has this externalId "
-                    f"on channel {cmd.channel.value}, with different contents.",
-                    ["input", "externalId"],
-                )
-            return order
-    return None
+    .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
+    .where(InventoryLevel.product_id.in_(bindparam("product_ids", expanding=True)))
+)
+# The same, locked in id order: the plan on these rows cannot go stale.
+_STOCK_LOCKED = _STOCK.order_by(InventoryLevel.id).with_for_update(of=InventoryLevel)
+_ANY_WAREHOUSE = select(Warehouse.id).limit(1)
+_INSERT_ORDER = insert(Order)
+_INSERT_LINES = insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True)
+_INSERT_MOVEMENTS = insert(StockMovement)
+_INSERT_ALLOCATIONS = insert(Allocation)
+# The guarded update: reserve only what is still available, or change nothing.
+_RESERVE = (
+    update(InventoryLevel)
+    .where(
+        InventoryLevel.id == bindparam("level_id"),
+        InventoryLevel.on_hand - InventoryLevel.reserved >= bindparam("qty"),
+    )
+    .values(reserved=InventoryLevel.reserved + bindparam("qty"), updated_at=bindparam("now"))
+)
 
 
-async def _place_order_once(
-    db: Database, cmd: PlaceOrderCommand, fingerprint: str, actor: Principal, pricing: PricingPolicy
+def _order_row(conn: Connection, stmt: Any, params: dict[str, Any]) -> Order | None:
+    """A detached ``Order`` from a Core row (what the API layer renders)."""
+    row = conn.execute(stmt, params).first()
+    return Order(**row._mapping) if row is not None else None
+
+
+def _existing_order(work: CoreWork, cmd: PlaceOrderCommand, fingerprint: str) -> Order | None:
+    conn = work.conn
+    order_id = replayed_id(
+        conn, idempotency_scope(PLACE_ORDER_SCOPE, work.actor), cmd.idempotency_key, fingerprint
+    )
+    if order_id is not None:
+        return _order_row(conn, _ORDER_BY_ID, {"id": order_id})
+    if cmd.external_id is None:
+        return None
+    order = _order_row(
+        conn, _ORDER_BY_EXTERNAL_ID, {"channel": cmd.channel.value, "external_id": cmd.external_id}
+    )
+    if order is not None and order.request_hash != fingerprint:
+        # Name the order only to a caller who may see it.
+        which = (
+            "Another order"
+            if work.actor.is_customer and not work.actor.owns(order.customer_id)
+            else format_order_number(order.id)
+        )
+        raise DomainError(
+            ErrorCode.DUPLICATE_EXTERNAL_ID,
+            f"{which} already has this externalId "
+            f"on channel {cmd.channel.value}, with different contents.",
+            ["input", "externalId"],
+        )
+    return order
+
+
+@dataclass(frozen=True, slots=True)
+class _Stock:
+    level_id: int
+    product_id: int
+    warehouse_id: int
+    available: int
+    priority: int
+
+
+def _stock(conn: Connection, product_ids: list[int], *, lock: bool = False) -> list[_Stock]:
+    rows = conn.execute(_STOCK_LOCKED if lock else _STOCK, {"product_ids": product_ids}).all()
+    if not rows and conn.execute(_ANY_WAREHOUSE).first() is None:
+        raise DomainError(ErrorCode.NO_WAREHOUSE, "No warehouse is set up yet.", ["input"])
+    return [_Stock(*row) for row in rows]
+
+
+def _plan(demands: list[LineDemand], stock: list[_Stock]) -> AllocationPlan:
+    ranks = {WarehouseRank(s.warehouse_id, s.priority) for s in stock}
+    return plan_allocation(
+        demands, {(s.product_id, s.warehouse_id): s.available for s in stock}, list(ranks)
+    )
+
+
+def _place_order_tx(
+    work: CoreWork,
+    cmd: PlaceOrderCommand,
+    fingerprint: str,
+    pricing: PricingPolicy,
+    lock_stock: bool,
 ) -> Order:
-    async with UnitOfWork(db, actor) as uow:
-        s = uow.session
-        existing = await _existing_order(uow, cmd, fingerprint)
-        if existing is not None:
-            return existing
+    """One transaction, optimistic first: stock rows are not locked while planning. Each
+    reservation is a guarded update that reserves only what is still there (taking the row
+    lock on PostgreSQL, in id order), and one that finds less than planned raises
+    ``_StockMoved``; the caller then runs this again with ``lock_stock``, which locks the
+    products and their stock rows before planning, as every writer of stock does. An order
+    that backorders locks its products and plans again, which serializes it with
+    adjust_inventory and cancel_order (they lock the product too): new stock never misses a
+    backorder being placed. Lock order everywhere: products, orders, stock rows. Row locks
+    are taken as late as possible: the order, its lines, allocations and ledger are written
+    before them, so they are held for the last few statements only."""
+    conn = work.conn
+    existing = _existing_order(work, cmd, fingerprint)
+    if existing is not None:
+        return existing
 
-        if cmd.customer_id is not None:
-            customer = await get_or_not_found(
-                s, Customer, cmd.customer_id, ["input", "customerId"], "customer"
-            )
-        else:
-            assert cmd.new_customer is not None
-            customer = await find_or_create_customer(s, cmd.new_customer)
-
-        skus = sorted({line.sku for line in cmd.lines})
-        # Lock the products (in id order) against adjust_inventory, which must not miss an
-        # order backordered while it adds stock; NO KEY UPDATE leaves references unblocked.
-        products = {
-            p.sku: p
-            for p in (
-                await s.execute(
-                    select(Product)
-                    .where(Product.sku.in_(skus))
-                    .order_by(Product.id)
-                    .with_for_update(key_share=True)
-                )
-            ).scalars()
-        }
-        errors: list[DomainError] = []
-        for i, line in enumerate(cmd.lines):
-            product = products.get(line.sku)
-            path = ["input", "lines", str(i), "sku"]
-            if product is None:
-                errors.append(DomainError(ErrorCode.NOT_FOUND, f"Unknown SKU {line.sku!r}.", path))
-            elif not product.active:
-                errors.append(
-                    DomainError(ErrorCode.PRODUCT_INACTIVE, f"{line.sku} is not for sale.", path)
-                )
-        raise_if_any(errors)
-        currencies = {p.currency for p in products.values()}
-        if len(currencies) > 1:
+    if cmd.customer_id is not None:
+        if not customer_exists(conn, cmd.customer_id):
             raise DomainError(
-                ErrorCode.CURRENCY_MISMATCH,
-                "All lines of an order must share one currency; got "
-                + ", ".join(sorted(currencies))
-                + ".",
-                ["input", "lines"],
+                ErrorCode.NOT_FOUND, "No customer with this id.", ["input", "customerId"]
             )
-        currency = currencies.pop()
+        customer_id = cmd.customer_id
+    else:
+        assert cmd.new_customer is not None
+        customer_id = find_or_create_customer(conn, cmd.new_customer)
 
-        # Lock the stock rows in primary-key order (no deadlocks on PostgreSQL; SQLite
-        # already holds the write lock), then plan on what is really there.
-        product_ids = sorted({p.id for p in products.values()})
-        levels = list(
-            (
-                await s.execute(
-                    select(InventoryLevel)
-                    .where(InventoryLevel.product_id.in_(product_ids))
-                    .order_by(InventoryLevel.id)
-                    .with_for_update()
+    products = {
+        row.sku: row
+        for row in conn.execute(_PRODUCTS_BY_SKU, {"skus": sorted({li.sku for li in cmd.lines})})
+    }
+    errors: list[DomainError] = []
+    for i, line in enumerate(cmd.lines):
+        product = products.get(line.sku)
+        path = ["input", "lines", str(i), "sku"]
+        if product is None:
+            errors.append(DomainError(ErrorCode.NOT_FOUND, f"Unknown SKU {line.sku!r}.", path))
+        elif not product.active:
+            errors.append(
+                DomainError(ErrorCode.PRODUCT_INACTIVE, f"{line.sku} is not for sale.", path)
+            )
+    raise_if_any(errors)
+    currencies = {p.currency for p in products.values()}
+    if len(currencies) > 1:
+        raise DomainError(
+            ErrorCode.CURRENCY_MISMATCH,
+            "All lines of an order must share one currency; got "
+            + ", ".join(sorted(currencies))
+            + ".",
+            ["input", "lines"],
+        )
+    currency = currencies.pop()
+
+    product_ids = sorted(p.id for p in products.values())
+    demands = [
+        LineDemand(i, products[line.sku].id, line.quantity, products[line.sku].allow_backorder)
+        for i, line in enumerate(cmd.lines)
+    ]
+    if lock_stock:
+        conn.execute(_LOCK_PRODUCTS, {"ids": product_ids})
+    stock = _stock(conn, product_ids, lock=lock_stock)
+    plan = _plan(demands, stock)
+    if plan.ok and plan.backordered and not lock_stock:
+        conn.execute(_LOCK_PRODUCTS, {"ids": product_ids})
+        stock = _stock(conn, product_ids)
+        plan = _plan(demands, stock)
+    if not plan.ok:
+        raise DomainErrors(
+            [
+                DomainError(
+                    ErrorCode.INSUFFICIENT_STOCK,
+                    f"Only {sh.available} of {cmd.lines[sh.index].sku} available; "
+                    f"{sh.requested} requested.",
+                    ["input", "lines", str(sh.index), "quantity"],
                 )
-            ).scalars()
+                for sh in plan.shortages
+            ]
         )
-        warehouses = [
-            WarehouseRank(w_id, prio)
-            for w_id, prio in (await s.execute(select(Warehouse.id, Warehouse.priority))).all()
-        ]
-        if not warehouses:
-            raise DomainError(ErrorCode.NO_WAREHOUSE, "No warehouse is set up yet.", ["input"])
-        demands = [
-            LineDemand(i, products[line.sku].id, line.quantity, products[line.sku].allow_backorder)
-            for i, line in enumerate(cmd.lines)
-        ]
-        plan = plan_allocation(
-            demands, {(lv.product_id, lv.warehouse_id): lv.available for lv in levels}, warehouses
-        )
-        if not plan.ok:
-            raise DomainErrors(
-                [
-                    DomainError(
-                        ErrorCode.INSUFFICIENT_STOCK,
-                        f"Only {sh.available} of {cmd.lines[sh.index].sku} available; "
-                        f"{sh.requested} requested.",
-                        ["input", "lines", str(sh.index), "quantity"],
-                    )
-                    for sh in plan.shortages
-                ]
-            )
 
-        now = utcnow()
-        status = OrderStatus.BACKORDERED if plan.backordered else OrderStatus.PENDING
-        line_totals = [
-            Money(products[line.sku].price_minor, currency).times(line.quantity)
-            for line in cmd.lines
-        ]
-        totals = price_order(line_totals, currency, pricing)
-        order = Order(
-            tracking_token=secrets.token_urlsafe(24),
-            customer_id=customer.id,
-            channel=cmd.channel.value,
-            external_id=cmd.external_id,
-            status=status.value,
-            payment_status=PaymentStatus.PENDING.value,
-            payment_method=cmd.payment_method.value,
-            currency=currency,
-            subtotal_minor=totals.subtotal.minor,
-            shipping_minor=totals.shipping.minor,
-            tax_minor=totals.tax.minor,
-            total_minor=totals.total.minor,
-            shipping_address={k: val for k, val in cmd.shipping_address.items() if val},
-            request_hash=fingerprint,
-            placed_at=now,
-            updated_at=now,
+    now = utcnow()
+    status = OrderStatus.BACKORDERED if plan.backordered else OrderStatus.PENDING
+    line_totals = [
+        Money(products[line.sku].price_minor, currency).times(line.quantity) for line in cmd.lines
+    ]
+    totals = price_order(line_totals, currency, pricing)
+    values: dict[str, Any] = {
+        "tracking_token": secrets.token_urlsafe(24),
+        "customer_id": customer_id,
+        "channel": cmd.channel.value,
+        "external_id": cmd.external_id,
+        "status": status.value,
+        "payment_status": PaymentStatus.PENDING.value,
+        "payment_method": cmd.payment_method.value,
+        "currency": currency,
+        "subtotal_minor": totals.subtotal.minor,
+        "shipping_minor": totals.shipping.minor,
+        "tax_minor": totals.tax.minor,
+        "total_minor": totals.total.minor,
+        "shipping_address": {k: val for k, val in cmd.shipping_address.items() if val},
+        "request_hash": fingerprint,
+        "placed_at": now,
+        "updated_at": now,
+    }
+    order_id = conn.execute(_INSERT_ORDER, values).inserted_primary_key[0]  # type: ignore[index]
+    number = format_order_number(order_id)
+    line_ids = (
+        conn.execute(
+            _INSERT_LINES,
+            [
+                {
+                    "order_id": order_id,
+                    "product_id": products[line.sku].id,
+                    "sku": line.sku,
+                    "name": products[line.sku].name,
+                    "quantity": line.quantity,
+                    "unit_price_minor": products[line.sku].price_minor,
+                    "total_minor": line_totals[i].minor,
+                    "backordered_quantity": plan.backordered.get(i, 0),
+                }
+                for i, line in enumerate(cmd.lines)
+            ],
         )
-        s.add(order)
-        await s.flush()
-        number = format_order_number(order.id)
-        lines = [
-            OrderLine(
-                order_id=order.id,
-                product_id=products[line.sku].id,
-                sku=line.sku,
-                name=products[line.sku].name,
-                quantity=line.quantity,
-                unit_price_minor=products[line.sku].price_minor,
-                total_minor=line_totals[i].minor,
-                backordered_quantity=plan.backordered.get(i, 0),
-            )
-            for i, line in enumerate(cmd.lines)
-        ]
-        s.add_all(lines)
-        await s.flush()
-
-        level_of = {(lv.product_id, lv.warehouse_id): lv for lv in levels}
-        reservations = plan.reservations(demands)
-        movements: list[dict[str, Any]] = []
-        for (product_id, warehouse_id), qty in sorted(
-            reservations.items(), key=lambda kv: level_of[kv[0]].id
-        ):
-            await _reserve(uow, level_of[(product_id, warehouse_id)], qty)
-            movements.append(
+        .scalars()
+        .all()
+    )
+    if plan.allocations:
+        conn.execute(
+            _INSERT_ALLOCATIONS,
+            [
+                {"order_line_id": line_ids[index], "warehouse_id": warehouse_id, "quantity": qty}
+                for (index, warehouse_id), qty in plan.allocations.items()
+            ],
+        )
+    level_of = {(s.product_id, s.warehouse_id): s.level_id for s in stock}
+    reservations = sorted(
+        (level_of[key], key, qty) for key, qty in plan.reservations(demands).items()
+    )
+    if reservations:
+        conn.execute(
+            _INSERT_MOVEMENTS,
+            [
                 {
                     "product_id": product_id,
                     "warehouse_id": warehouse_id,
@@ -354,44 +478,36 @@ async def _place_order_once(
                     "reserved_delta": qty,
                     "reason": StockMovementReason.ORDER_RESERVED.value,
                     "reference": number,
-                    "actor": uow.actor.id,
+                    "note": None,
+                    "actor": work.actor.id,
                     "created_at": now,
                 }
-            )
-        # One executemany each for the ledger and the allocations: on a hot path every
-        # statement counts, and these rows are written, never read back here.
-        if movements:
-            await s.execute(insert(StockMovement), movements)
-        allocations = [
-            {"order_line_id": lines[index].id, "warehouse_id": warehouse_id, "quantity": qty}
-            for (index, warehouse_id), qty in plan.allocations.items()
-        ]
-        if allocations:
-            await s.execute(insert(Allocation), allocations)
-        remember(
-            s,
-            idempotency_scope(PLACE_ORDER_SCOPE, uow.actor),
-            cmd.idempotency_key,
-            fingerprint,
-            order.id,
+                for _, (product_id, warehouse_id), qty in reservations
+            ],
         )
-        uow.record_event(order.id, OrderEventType.PLACED, None, status.value, cmd.note)
-        await uow.commit()
-        return order
-
-
-async def _reserve(uow: UnitOfWork, level: InventoryLevel, qty: int) -> None:
-    """The guarded update: reserve only what is still available, or fail."""
-    result = await uow.session.execute(
-        update(InventoryLevel)
-        .where(
-            InventoryLevel.id == level.id, InventoryLevel.on_hand - InventoryLevel.reserved >= qty
-        )
-        .values(reserved=InventoryLevel.reserved + qty, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+        _reserve_all(conn, [(level_id, qty) for level_id, _, qty in reservations], now)
+    remember_id(
+        conn,
+        idempotency_scope(PLACE_ORDER_SCOPE, work.actor),
+        cmd.idempotency_key,
+        fingerprint,
+        order_id,
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise _StockMoved()
+    work.record_event(order_id, OrderEventType.PLACED, None, status.value, cmd.note)
+    return Order(id=order_id, **values)
+
+
+def _reserve_all(conn: Connection, reservations: list[tuple[int, int]], now: datetime) -> None:
+    """The guarded updates, in stock-row id order (no deadlocks on PostgreSQL). One
+    executemany where the driver reports its row count, else one statement per row."""
+    params = [{"level_id": level_id, "qty": qty, "now": now} for level_id, qty in reservations]
+    if conn.dialect.supports_sane_multi_rowcount and len(params) > 1:
+        if conn.execute(_RESERVE, params).rowcount != len(params):
+            raise _StockMoved()
+        return
+    for p in params:
+        if conn.execute(_RESERVE, p).rowcount != 1:
+            raise _StockMoved()
 
 
 async def _locked_order(uow: UnitOfWork, order_id: int) -> Order:

@@ -18,6 +18,7 @@ from app.cost import (
     CostError,
     actual_cost,
     analyze,
+    cost_variables,
 )
 from app.main import make_schema
 
@@ -46,6 +47,42 @@ def cost_error(query: str, variables: dict[str, Any] | None = None) -> CostError
 
 
 # --- requested cost ---------------------------------------------------------------------------
+
+
+def test_cost_variables_are_page_sizes_and_conditions_only() -> None:
+    document = parse(
+        """query Q($input: PlaceOrderInput!, $n: Int, $m: Int, $show: Boolean!, $hide: Boolean!)
+        { orders(first: $n) { nodes { id ...F } } c: customers(last: $m) { nodes { id } }
+          placeOrder: order(number: "x") @skip(if: $hide) { id } }
+        fragment F on Order { customer @include(if: $show) { name } }"""
+    )
+    # $input is only passed through to a resolver: the cost never depends on it.
+    assert cost_variables(document) == {"n", "m", "show", "hide"}
+
+
+def test_cached_analysis_follows_the_variables_of_one_document() -> None:
+    # One parsed document, as the parser cache hands it out for every request with this text.
+    document = parse(
+        "query Q($n: Int!, $all: Boolean!) "
+        "{ orders(first: $n) { nodes { id customer @include(if: $all) { name } } } }"
+    )
+
+    def requested(n: int, everything: bool) -> int:
+        return analyze(SCHEMA, document, None, {"n": n, "all": everything}).requested_cost
+
+    # 2 + n x (1 + customer 1 if included)
+    assert requested(1, True) == 4
+    assert requested(50, True) == 102
+    assert requested(50, False) == 52
+    assert requested(1, True) == 4
+
+
+def test_invalid_mutation_input_does_not_change_the_cost() -> None:
+    # placeOrder 1 + 10 (mutation) + order 1 = 12, whatever $input holds: execution reports a
+    # bad input, the cost analysis does not need to coerce it.
+    query = "mutation M($input: PlaceOrderInput!) { placeOrder(input: $input) { order { id } } }"
+    assert cost(query, {"input": {"lines": "not a list"}}) == 12
+    assert cost(query, {"input": {}}) == 12
 
 
 def test_scalar_fields_cost_nothing_but_their_object() -> None:

@@ -210,6 +210,8 @@ async def test_event_committed_but_never_announced_still_reaches_subscribers(
         connect_graphql(b.ws_url, authorization=f"Bearer {admin_key}") as ws,
     ):
         op, order_id = await subscribe_from_start(ws, gql_a)
+        # Announced at once, marked published within MARK_INTERVAL_SECONDS.
+        await wait_until_published(db, [True])
         # The crash: committed, then the writer dies before announcing it.
         writer = Principal.system("crashed-writer")
         await confirm_order(db, decode_id(order_id, "Order", ["id"]), writer)
