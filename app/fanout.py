@@ -40,19 +40,19 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
         return self._key
 
     def build_per_event_executor(self, payload: Any) -> Any:
-        executor = super().build_per_event_executor(payload)
         try:
             results: dict[tuple[int, str], tuple[Any, Any]] = payload.__dict__.setdefault(
                 _RESULTS, {}
             )
         except AttributeError:  # a payload we cannot annotate: execute as usual
-            return executor
+            return super().build_per_event_executor(payload)
         key = self._share_key()
         found = results.get(key)
         if found is not None:
-            shared = found[1]
-            executor.execute_operation = lambda serially=None: _shared(shared)  # type: ignore[method-assign]
-            return executor
+            # No executor at all: graphql-core only calls execute_operation() on it, and
+            # copying an executor (what the base class does) costs more than the rest.
+            return _SharedResult(found[1])
+        executor = super().build_per_event_executor(payload)
         run = executor.execute_operation
         operation = self.operation
 
@@ -70,6 +70,23 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
 
         executor.execute_operation = execute  # type: ignore[method-assign]
         return executor
+
+
+class _SharedResult:
+    """Stands in for a per-event executor whose result another subscriber computed."""
+
+    __slots__ = ("_shared",)
+
+    def __init__(self, shared: Any) -> None:
+        self._shared = shared
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        shared = self._shared
+        if isinstance(shared, asyncio.Future):
+            if shared.done() and not shared.cancelled() and shared.exception() is None:
+                return shared.result()
+            return _shared(shared)
+        return shared
 
 
 async def _shared(shared: Any) -> ExecutionResult:

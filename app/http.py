@@ -4,8 +4,10 @@ GraphQL-over-HTTP media type ``application/graphql-response+json`` and its statu
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -156,6 +158,26 @@ async def _read_body(request: Request, limit: int) -> None:
     request._body = b"".join(chunks)
 
 
+class SharedJson:
+    """JSON text of recently serialized objects, by identity. Each entry keeps its object
+    alive, so an id is never reused while it is cached; an object is assumed not to change
+    once serialized (subscription results are not)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._entries: OrderedDict[int, tuple[object, str]] = OrderedDict()
+
+    def dumps(self, value: object) -> str:
+        entry = self._entries.get(id(value))
+        if entry is not None and entry[0] is value:
+            return entry[1]
+        text = json.dumps(value, separators=(",", ":"))
+        self._entries[id(value)] = (value, text)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return text
+
+
 class GraphQLView(GraphQL[Context, None]):
     def __init__(
         self,
@@ -176,6 +198,20 @@ class GraphQLView(GraphQL[Context, None]):
         self.authenticator = authenticator
         self.sessions = sessions
         self.max_body_bytes = max_body_bytes
+        self._shared_json = SharedJson()
+
+    def encode_json(self, data: object) -> str:
+        """A subscription event's ``next`` message reuses the JSON of its data: every
+        subscriber of the same operation gets the same data object (app/fanout.py), so it
+        is serialized once per event instead of once per subscriber."""
+        if type(data) is dict and data.get("type") == "next":
+            payload = data.get("payload")
+            if type(payload) is dict and len(payload) == 1 and "data" in payload:
+                return (
+                    f'{{"id":{json.dumps(data.get("id"))},"type":"next","payload":'
+                    f'{{"data":{self._shared_json.dumps(payload["data"])}}}}}'
+                )
+        return json.dumps(data, separators=(",", ":"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id_var.set(uuid.uuid4().hex[:16])

@@ -1,0 +1,53 @@
+"""app.http: a subscription event's JSON is built once and reused for every subscriber."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.http import GraphQLView, SharedJson
+
+
+def encode(message: dict[str, Any], shared: SharedJson | None = None) -> str:
+    view = GraphQLView.__new__(GraphQLView)  # encode_json needs no server parts
+    view._shared_json = shared or SharedJson()
+    return view.encode_json(message)
+
+
+def test_next_messages_of_the_same_data_share_its_json_and_keep_their_own_ids() -> None:
+    shared = SharedJson()
+    data = {"orderEvents": {"sequence": 7, "type": "CONFIRMED", "note": 'a "quoted" é'}}
+    first = encode({"id": "1", "type": "next", "payload": {"data": data}}, shared)
+    second = encode({"id": 'op"2', "type": "next", "payload": {"data": data}}, shared)
+
+    assert json.loads(first) == {"id": "1", "type": "next", "payload": {"data": data}}
+    assert json.loads(second) == {"id": 'op"2', "type": "next", "payload": {"data": data}}
+    assert len(shared._entries) == 1
+
+
+def test_equal_but_distinct_data_objects_are_serialized_each() -> None:
+    shared = SharedJson()
+    a = {"orderEvents": {"sequence": 1}}
+    b = {"orderEvents": {"sequence": 2}}
+    assert json.loads(shared.dumps(a)) == a
+    assert json.loads(shared.dumps(b)) == b
+    assert json.loads(shared.dumps(a)) == a
+
+
+def test_shared_json_is_bounded_and_keeps_its_objects_alive() -> None:
+    shared = SharedJson(size=3)
+    for n in range(10):
+        shared.dumps({"n": n})  # each dict would be freed at once if not kept
+    assert len(shared._entries) == 3
+    assert sorted(value["n"] for value, _ in shared._entries.values()) == [7, 8, 9]  # type: ignore[index]
+
+
+def test_other_messages_are_plain_json() -> None:
+    with_errors = {"id": "1", "type": "next", "payload": {"data": None, "errors": [{"m": 1}]}}
+    for message in (
+        {"type": "connection_ack"},
+        {"id": "1", "type": "complete"},
+        with_errors,
+        {"data": {"x": 1}},
+    ):
+        assert json.loads(encode(message)) == message
