@@ -7,7 +7,7 @@ import contextvars
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -66,14 +66,21 @@ class Database:
             self.write_engine = self._sqlite_engine(url, "BEGIN IMMEDIATE", echo)
             self.read_engine = self._sqlite_engine(url, "BEGIN", echo)
             self.write_lock: asyncio.Lock | None = asyncio.Lock()
+            # Core hot paths (db.uow.run_core) run on plain sqlite3 with no greenlet in
+            # between: SQLite runs on this thread anyway (db/inline_sqlite.py), under the
+            # same write lock, so this changes nothing but the cost per statement.
+            self.sync_write_engine: Engine | None = self._sqlite_sync_engine(url, echo)
         else:
             self.write_engine = create_async_engine(
                 url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
             self.read_engine = self.write_engine
             self.write_lock = None
-        for engine in {self.write_engine, self.read_engine}:
-            event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
+            self.sync_write_engine = None
+        for engine in {self.write_engine.sync_engine, self.read_engine.sync_engine}:
+            event.listen(engine, "before_cursor_execute", _count_statement)
+        if self.sync_write_engine is not None:
+            event.listen(self.sync_write_engine, "before_cursor_execute", _count_statement)
         self.write_session = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self.read_session = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -90,10 +97,24 @@ class Database:
         event.listen(engine.sync_engine, "begin", on_begin)
         return engine
 
+    @staticmethod
+    def _sqlite_sync_engine(url: str, echo: bool) -> Engine:
+        sync_url = make_url(url).set(drivername="sqlite")
+        engine = create_engine(sync_url, echo=echo, connect_args={"timeout": 30})
+
+        def on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", on_begin)
+        return engine
+
     def reader(self) -> AsyncSession:
         return self.read_session()
 
     async def dispose(self) -> None:
+        if self.sync_write_engine is not None:
+            self.sync_write_engine.dispose()
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()

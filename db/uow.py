@@ -168,8 +168,12 @@ async def run_core(db: Database, actor: Principal, fn: Callable[[CoreWork], T]) 
     if db.write_lock is not None:
         await db.write_lock.acquire()
     try:
-        async with db.write_engine.connect() as conn:
-            result = await conn.run_sync(_in_transaction, work, fn)
+        if db.sync_write_engine is not None:
+            with db.sync_write_engine.connect() as sync_conn:
+                result = _in_transaction(sync_conn, work, fn)
+        else:
+            async with db.write_engine.connect() as conn:
+                result = await conn.run_sync(_in_transaction, work, fn)
     finally:
         if db.write_lock is not None:
             db.write_lock.release()
