@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from db.inline_sqlite import inline_dbapi
+
+T = TypeVar("T")
 
 
 class StatementCounter:
@@ -69,7 +71,11 @@ class Database:
             # Core hot paths (db.uow.run_core) run on plain sqlite3 with no greenlet in
             # between: SQLite runs on this thread anyway (db/inline_sqlite.py), under the
             # same write lock, so this changes nothing but the cost per statement.
-            self.sync_write_engine: Engine | None = self._sqlite_sync_engine(url, echo)
+            self.sync_write_engine: Engine | None = self._sqlite_sync_engine(
+                url, echo, "BEGIN IMMEDIATE"
+            )
+            # Single-statement reads (read_core): no explicit transaction at all.
+            self.sync_read_engine: Engine | None = self._sqlite_sync_engine(url, echo, None)
         else:
             self.write_engine = create_async_engine(
                 url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -77,10 +83,12 @@ class Database:
             self.read_engine = self.write_engine
             self.write_lock = None
             self.sync_write_engine = None
+            self.sync_read_engine = None
         for engine in {self.write_engine.sync_engine, self.read_engine.sync_engine}:
             event.listen(engine, "before_cursor_execute", _count_statement)
-        if self.sync_write_engine is not None:
-            event.listen(self.sync_write_engine, "before_cursor_execute", _count_statement)
+        for sync_engine in (self.sync_write_engine, self.sync_read_engine):
+            if sync_engine is not None:
+                event.listen(sync_engine, "before_cursor_execute", _count_statement)
         self.write_session = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self.read_session = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -98,23 +106,36 @@ class Database:
         return engine
 
     @staticmethod
-    def _sqlite_sync_engine(url: str, echo: bool) -> Engine:
+    def _sqlite_sync_engine(url: str, echo: bool, begin: str | None) -> Engine:
         sync_url = make_url(url).set(drivername="sqlite")
         engine = create_engine(sync_url, echo=echo, connect_args={"timeout": 30})
-
-        def on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
         event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", on_begin)
+        if begin is not None:
+
+            def on_begin(conn: Any) -> None:
+                conn.exec_driver_sql(begin)
+
+            event.listen(engine, "begin", on_begin)
         return engine
+
+    async def read_core(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` for a single-statement read on a hot path (every request's
+        API-key lookup): on SQLite a plain sqlite3 call on this thread, as every SQLite call
+        here is (db/inline_sqlite.py), without the async adaptation; elsewhere one
+        hand-off to the pooled async connection."""
+        if self.sync_read_engine is not None:
+            with self.sync_read_engine.connect() as sync_conn:
+                return fn(sync_conn)
+        async with self.read_engine.connect() as conn:
+            return await conn.run_sync(fn)
 
     def reader(self) -> AsyncSession:
         return self.read_session()
 
     async def dispose(self) -> None:
-        if self.sync_write_engine is not None:
-            self.sync_write_engine.dispose()
+        for sync_engine in (self.sync_write_engine, self.sync_read_engine):
+            if sync_engine is not None:
+                sync_engine.dispose()
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()

@@ -101,8 +101,10 @@ async def find_api_key(db: Database, key: str) -> LiveKey | None:
     never cached, so a revocation takes effect with the next request."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
-    async with db.read_engine.connect() as conn:
-        row = (await conn.execute(_KEY_BY_HASH, {"key_hash": hash_key(key)})).first()
+    key_hash = hash_key(key)
+    row = await db.read_core(
+        lambda conn: conn.execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
+    )
     if row is None or row.revoked_at is not None:
         return None
     return LiveKey(row.id, row.name, row.role, row.scopes, row.last_used_at)
