@@ -122,19 +122,45 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     one = _scenario(results, "postgres", "place_1_process")
     if two and one and one.get("orders_per_s"):
         ratio = round(two["orders_per_s"] / one["orders_per_s"], 3)
+        detail = f"{two['orders_per_s']} vs {one['orders_per_s']} orders/s"
+        bound = machine_bound(two, one, results.get("machine", {}).get("cores"))
+        if bound is not None:
+            detail += (
+                f"; at the CPU per order measured with 2 processes (servers, PostgreSQL, "
+                f"load and other processes together), this machine's {bound['cores']} cores "
+                f"allow at most {bound['orders_per_s']} orders/s = {bound['ratio']} x 1 process"
+            )
         targets.append(
             _target(
                 "place scale-out, PostgreSQL+Redis, 2 processes vs 1",
                 ratio,
                 threshold,
                 ratio >= SCALE_OUT,
-                detail=f"{two['orders_per_s']} vs {one['orders_per_s']} orders/s",
+                detail=detail,
             )
         )
     else:
         reason = results["backends"].get("postgres", {}).get("skipped", "no result")
         targets.append(_missing("place scale-out, PostgreSQL+Redis", threshold, reason))
     return targets
+
+
+def machine_bound(
+    two: dict[str, Any], one: dict[str, Any], cores: int | None
+) -> dict[str, Any] | None:
+    """The most orders per second the machine's cores allow at the CPU per order measured in
+    the 2-process run (everything that ran, not just the servers), as a ratio to the
+    1-process run: when the servers, PostgreSQL and the load generator share the cores, a
+    second server process can only use what the others leave."""
+    busy, rate = two.get("machine_cpu_cores"), two.get("orders_per_s")
+    if not busy or not rate or not cores or not one.get("orders_per_s"):
+        return None
+    limit = rate * cores / busy
+    return {
+        "cores": cores,
+        "orders_per_s": round(limit, 1),
+        "ratio": round(limit / one["orders_per_s"], 2),
+    }
 
 
 # The table --------------------------------------------------------------------------------
