@@ -4,6 +4,8 @@ from typing import Any
 
 import strawberry
 
+from schema.inputs import fast_input
+
 
 @strawberry.type(description="A postal address.")
 class Address:
@@ -32,6 +34,7 @@ class Address:
         )
 
 
+@fast_input
 @strawberry.input(
     description="A postal address: name, line1, city, postalCode and country "
     "are required; each field at most 200 characters."

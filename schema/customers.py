@@ -10,6 +10,7 @@ import strawberry
 from resolvers.customers import NewCustomer
 from schema.addresses import Address, AddressInput
 from schema.common import Connection, Node, UserError, to_global_id
+from schema.inputs import fast_input
 
 
 @strawberry.type
@@ -40,6 +41,7 @@ class CustomerFilter:
     email: str | None = None
 
 
+@fast_input
 @strawberry.input(
     description="A customer: name (1-200 characters), a valid email, optional phone and addresses."
 )

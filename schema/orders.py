@@ -33,6 +33,7 @@ from schema.common import (
     to_global_id,
 )
 from schema.customers import CreateCustomerInput, Customer
+from schema.inputs import fast_input
 from schema.viewer import RoleEnum
 
 OrderStatusEnum = strawberry.enum(OrderStatus, name="OrderStatus")
@@ -300,12 +301,14 @@ class OrderFilter:
         )
 
 
+@fast_input
 @strawberry.input
 class OrderLineInput:
     sku: str
     quantity: int = strawberry.field(description="1 to 10000.")
 
 
+@fast_input
 @strawberry.input(
     description="Give `customerId` for a known customer, or `customer` to "
     "create one inline (an existing email is matched)."
@@ -332,6 +335,7 @@ class PlaceOrderPayload:
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
+@fast_input
 @strawberry.input
 class ConfirmOrderInput:
     order_id: strawberry.ID
@@ -344,6 +348,7 @@ class ConfirmOrderPayload:
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
+@fast_input
 @strawberry.input
 class StartProcessingInput:
     order_id: strawberry.ID
@@ -356,6 +361,7 @@ class StartProcessingPayload:
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
+@fast_input
 @strawberry.input
 class CancelOrderInput:
     order_id: strawberry.ID
