@@ -139,7 +139,8 @@ class CoreWork:
     """A unit of work for hot paths written with Core statements on a sync ``Connection``
     (see ``run_core``): the same rules as ``UnitOfWork`` (one transaction, events sequenced
     by the counter as its last write, published after commit) without the ORM's per-object
-    bookkeeping, and with every statement run from one greenlet hand-off."""
+    bookkeeping, and with the whole transaction run from one greenlet hand-off (none at all
+    on SQLite, whose calls run on the event loop's thread anyway)."""
 
     __slots__ = ("_events", "actor", "conn", "sequences")
     conn: Connection  # set when the transaction starts
