@@ -67,6 +67,8 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_directive_values, get_variable_values
 from graphql.pyutils import Undefined
 
+from app.identity_cache import IdentityCache
+
 LIST_ESTIMATE = 5
 MUTATION_COST = 10
 MAX_PAGE_SIZE = 100
@@ -359,32 +361,10 @@ def _scan(selections: SelectionSetNode | None, out: set[str]) -> None:
             _scan(sel.selection_set, out)
 
 
-class _DocumentCache:
-    """A small LRU keyed by object identity: the parser cache hands out the same
-    ``DocumentNode`` for the same text, and documents hash deeply (slow), so identity it is.
-    Each entry keeps the objects whose ids are in its key alive, so no id is reused while
-    the entry exists."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = OrderedDict()
-
-    def get(self, key: tuple[Any, ...]) -> Any:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
-
-    def put(self, key: tuple[Any, ...], keep: Any, value: Any) -> None:
-        self._entries[key] = (keep, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-
-
-_VARIABLES_CACHE = _DocumentCache(1024)
-_ANALYSIS_CACHE = _DocumentCache(4096)
+# By document identity: the parser cache hands out the same DocumentNode for the same text,
+# and documents hash deeply (slow).
+_VARIABLES_CACHE = IdentityCache(1024)
+_ANALYSIS_CACHE = IdentityCache(4096)
 
 
 def cost_variables(document: DocumentNode) -> frozenset[str]:

@@ -7,7 +7,6 @@ import contextvars
 import json
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -27,6 +26,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from app.auth import Authenticator, AuthError, Session, Sessions
 from app.broadcast import EventHub
 from app.context import Context
+from app.identity_cache import IdentityCache
 from app.loaders import Loaders
 from db.database import Database, StatementCounter, statement_counter
 from domain.access import ANONYMOUS
@@ -158,23 +158,18 @@ async def _read_body(request: Request, limit: int) -> None:
     request._body = b"".join(chunks)
 
 
-class SharedJson:
-    """JSON text of recently serialized objects, by identity. Each entry keeps its object
-    alive, so an id is never reused while it is cached; an object is assumed not to change
-    once serialized (subscription results are not)."""
+class SharedJson(IdentityCache):
+    """JSON text of recently serialized objects, by identity; an object is assumed not to
+    change once serialized (subscription results are not)."""
 
     def __init__(self, size: int = 64) -> None:
-        self.size = size
-        self._entries: OrderedDict[int, tuple[object, str]] = OrderedDict()
+        super().__init__(size)
 
     def dumps(self, value: object) -> str:
-        entry = self._entries.get(id(value))
-        if entry is not None and entry[0] is value:
-            return entry[1]
-        text = json.dumps(value, separators=(",", ":"))
-        self._entries[id(value)] = (value, text)
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        text: str | None = self.get(id(value))
+        if text is None:
+            text = json.dumps(value, separators=(",", ":"))
+            self.put(id(value), value, text)
         return text
 
 

@@ -55,6 +55,27 @@ _APPEND_ONE_EVENT = (
 )
 
 
+def _event_row(
+    actor: Principal,
+    order_id: int,
+    type_: str,
+    from_status: str | None,
+    to_status: str | None,
+    note: str | None,
+) -> dict[str, Any]:
+    """An order event's columns, less its sequence (given at commit)."""
+    return {
+        "order_id": order_id,
+        "type": type_,
+        "from_status": from_status,
+        "to_status": to_status,
+        "actor": actor.id,
+        "actor_role": actor.role.value,
+        "note": note,
+        "occurred_at": utcnow(),
+    }
+
+
 class UnitOfWork:
     """``async with UnitOfWork(db, actor) as uow:`` … ``await uow.commit()``.
 
@@ -109,16 +130,7 @@ class UnitOfWork:
         to_status: str | None,
         note: str | None = None,
     ) -> OrderEvent:
-        event = OrderEvent(
-            order_id=order_id,
-            type=type_,
-            from_status=from_status,
-            to_status=to_status,
-            actor=self.actor.id,
-            actor_role=self.actor.role.value,
-            note=note,
-            occurred_at=utcnow(),
-        )
+        event = OrderEvent(**_event_row(self.actor, order_id, type_, from_status, to_status, note))
         self._events.append(event)
         return event
 
@@ -158,19 +170,7 @@ class CoreWork:
         to_status: str | None,
         note: str | None = None,
     ) -> None:
-        self._events.append(
-            {
-                "order_id": order_id,
-                "type": type_,
-                "from_status": from_status,
-                "to_status": to_status,
-                "actor": self.actor.id,
-                "actor_role": self.actor.role.value,
-                "note": note,
-                "occurred_at": utcnow(),
-                "published_at": None,
-            }
-        )
+        self._events.append(_event_row(self.actor, order_id, type_, from_status, to_status, note))
 
     def _write_events(self) -> None:
         n = len(self._events)
