@@ -15,6 +15,9 @@ subscribers can miss messages. So:
 * Each local subscriber has a bounded queue. On overflow its queue is dropped and it
   resynchronises from the event log from its own last sequence: memory stays bounded and
   nothing is skipped.
+* A subscriber that is idle (waiting, nothing queued, nothing in flight) and can be written
+  to directly (``app/fanout.py``) gets the event's ``next`` message from the hub itself, with
+  the result executed and encoded once for all subscribers of the same document.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -35,6 +38,7 @@ from broadcaster import Broadcast
 from broadcaster._backends.redis import RedisBackend
 from sqlalchemy.engine import make_url
 
+from app.fanout import DirectSink, Outcome, open_sink, plain_data
 from app.loaders import Loaders
 from db.database import Database
 from db.models import OrderEvent
@@ -93,6 +97,11 @@ class Mailbox(Generic[T]):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def waiting(self) -> bool:
+        """Its consumer is waiting in ``get`` and nothing is queued."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and self._head >= len(self._items)
+
     def get_nowait(self) -> T:
         if self.empty():
             raise asyncio.QueueEmpty
@@ -116,11 +125,32 @@ class Mailbox(Generic[T]):
         return self.get_nowait()
 
 
+Item = tuple[OrderEvent, int, Loaders]
+
+
 @dataclass(eq=False)
 class _Subscriber:
     filter: EventFilterArgs
-    queue: Mailbox[tuple[OrderEvent, int, Loaders] | None]
+    queue: Mailbox[Item | None]
+    last: int = 0  # the last sequence it has been given
     overflowed: bool = False
+    direct: DirectSink | None = None
+    sending: asyncio.Task[None] | None = None  # a direct write waiting for the socket
+
+    def idle(self) -> bool:
+        """Everything before has been sent: the next event may be written directly."""
+        return self.sending is None and self.queue.waiting()
+
+    def _sent(self, _task: asyncio.Task[None]) -> None:
+        self.sending = None
+
+
+@dataclass(eq=False)
+class _DirectGroup:
+    """The idle subscribers of one event and one document, and that document's result."""
+
+    outcome: Outcome | BaseException
+    subscribers: list[_Subscriber] = field(default_factory=list)
 
 
 @dataclass
@@ -130,6 +160,8 @@ class HubStatus:
     reconnects: int = 0
     position: int = 0
     subscribers: int = 0
+    delivered_direct: int = 0  # events the hub wrote to subscribers' sockets itself
+    delivered_queued: int = 0  # events handed to subscribers' own tasks
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,12 +173,14 @@ class EventHub:
         *,
         queue_size: int = 1000,
         loaders_factory: Callable[[Database], Loaders] = Loaders,
+        direct_delivery: bool = True,
     ) -> None:
         self.db = db
         self.url = url
         self.channel = channel_for(db.url)
         self.queue_size = queue_size
         self._loaders_factory = loaders_factory
+        self.direct_delivery = direct_delivery
         self._subscribers: set[_Subscriber] = set()
         self.position = 0  # every event up to here has been handed to local subscribers
         self._wanted = 0  # highest sequence announced so far
@@ -202,44 +236,64 @@ class EventHub:
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, f: EventFilterArgs, after: int | None
+        self,
+        f: EventFilterArgs,
+        after: int | None,
+        *,
+        payload: Callable[[OrderEvent, Loaders], Any] | None = None,
     ) -> AsyncIterator[AsyncIterator[Delivery]]:
         """Events matching ``f``: the stored ones after ``after`` first (when given), then
-        live ones, each exactly once and in sequence order."""
+        live ones, each exactly once and in sequence order.
+
+        ``payload`` makes the GraphQL payload of an event (the same object for every
+        subscriber); with it, the hub may deliver live events to this subscription
+        directly, without waking its task (``app/fanout.py``)."""
         sub = _Subscriber(f, Mailbox(self.queue_size))
+        if payload is not None and self.direct_delivery:
+            sub.direct = open_sink(payload)
         # Register before reading the log, so no event can fall between replay and live.
         self._subscribers.add(sub)
-        start = self.position if after is None else after
+        sub.last = self.position if after is None else after
         try:
-            yield self._stream(sub, start)
+            yield self._stream(sub)
         finally:
             self._subscribers.discard(sub)
 
-    async def _stream(self, sub: _Subscriber, last: int) -> AsyncIterator[Delivery]:
+    async def _stream(self, sub: _Subscriber) -> AsyncIterator[Delivery]:
         # Stored events up to where the hub stands now; later ones are already queued.
-        async for delivery in self._read(sub.filter, last, self.position):
-            last = delivery[0].sequence
+        async for delivery in self._read(sub.filter, sub.last, self.position):
+            sub.last = delivery[0].sequence
             yield delivery
         while True:
             if sub.overflowed:
                 sub.overflowed = False
                 while not sub.queue.empty():
                     sub.queue.get_nowait()
-                log.info("slow subscriber overflowed; resynchronising from sequence %s", last)
-                async for delivery in self._read(sub.filter, last, self.position):
-                    last = delivery[0].sequence
+                log.info("slow subscriber overflowed; resynchronising from sequence %s", sub.last)
+                await self._drained(sub)
+                async for delivery in self._read(sub.filter, sub.last, self.position):
+                    sub.last = delivery[0].sequence
                     yield delivery
                 continue
             item = await sub.queue.get()
+            await self._drained(sub)
             if item is None:
                 if sub.overflowed:
                     continue
                 return  # the hub is stopping
             event, _customer, loaders = item
-            if event.sequence <= last:
+            if event.sequence <= sub.last:
                 continue
-            last = event.sequence
+            sub.last = event.sequence
             yield event, loaders
+
+    @staticmethod
+    async def _drained(sub: _Subscriber) -> None:
+        """Wait for a direct write still in flight, so messages keep their order."""
+        sending = sub.sending
+        if sending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(sending)
 
     async def _read(self, f: EventFilterArgs, after: int, upto: int) -> AsyncIterator[Delivery]:
         while after < upto:
@@ -359,27 +413,95 @@ class EventHub:
                 await asyncio.sleep(0.05)
                 self._wake.set()
                 return
-            loaders = self._loaders_factory(self.db)
-            for event, customer_id in rows:
-                self._fan_out(event, customer_id, loaders)
-                self.position = event.sequence
+            await self._fan_out(rows, self._loaders_factory(self.db))
 
-    def _fan_out(self, event: OrderEvent, customer_id: int, loaders: Loaders) -> None:
-        for sub in self._subscribers:
-            if sub.overflowed or not sub.filter.matches(event, customer_id):
-                continue
-            try:
-                sub.queue.put_nowait((event, customer_id, loaders))
-            except asyncio.QueueFull:
-                sub.overflowed = True
-                while not sub.queue.empty():
-                    sub.queue.get_nowait()
-                sub.queue.put_nowait(None)  # wake the consumer so it resynchronises
+    async def _fan_out(self, rows: list[tuple[OrderEvent, int]], loaders: Loaders) -> None:
+        """Hand ``rows`` to every matching subscriber: idle ones with a direct path are
+        grouped per event and document, the rest get the event in their queue."""
+        direct: list[tuple[Item, dict[Hashable, _DirectGroup]]] = []
+        for event, customer_id in rows:
+            item = (event, customer_id, loaders)
+            groups: dict[Hashable, _DirectGroup] = {}
+            for sub in self._subscribers:
+                if sub.overflowed or not sub.filter.matches(event, customer_id):
+                    continue
+                sink = sub.direct
+                if sink is not None and sub.idle():
+                    group = groups.get(sink.group)
+                    if group is None:
+                        group = groups[sink.group] = _DirectGroup(_outcome(sink, event, loaders))
+                    group.subscribers.append(sub)
+                else:
+                    self._enqueue(sub, item)
+            if groups:
+                direct.append((item, groups))
+            # Advanced per event, with no await in between: a subscriber that registers
+            # later replays from the log up to here, so it misses nothing in this batch.
+            self.position = event.sequence
+        if direct:
+            await self._send_direct(direct)
+
+    async def _send_direct(self, direct: list[tuple[Item, dict[Hashable, _DirectGroup]]]) -> None:
+        pending = {
+            group.outcome
+            for _item, groups in direct
+            for group in groups.values()
+            if isinstance(group.outcome, asyncio.Future) and not group.outcome.done()
+        }
+        if pending:
+            await asyncio.wait(pending)
+        # A subscriber that once in this batch took the queue keeps to it, behind that event.
+        queued: set[_Subscriber] = set()
+        for item, groups in direct:
+            for group in groups.values():
+                data = plain_data(group.outcome)
+                for sub in group.subscribers:
+                    sink = sub.direct
+                    if (
+                        data is not None
+                        and sink is not None
+                        and sub.sending is None
+                        and sub not in queued
+                    ):
+                        try:
+                            sent = sink.send(data)
+                        except Exception:  # the client is gone; its own task will see it
+                            sub.direct = None
+                        else:
+                            if sent is False:
+                                continue  # the operation is over
+                            sub.last = item[0].sequence
+                            self.status.delivered_direct += 1
+                            if sent is not True:
+                                sub.sending = sent
+                                sent.add_done_callback(sub._sent)
+                            continue
+                    queued.add(sub)
+                    self._enqueue(sub, item)
+
+    def _enqueue(self, sub: _Subscriber, item: Item) -> None:
+        if sub.overflowed:
+            return
+        try:
+            sub.queue.put_nowait(item)
+            self.status.delivered_queued += 1
+        except asyncio.QueueFull:
+            sub.overflowed = True
+            while not sub.queue.empty():
+                sub.queue.get_nowait()
+            sub.queue.put_nowait(None)  # wake the consumer so it resynchronises
 
     def describe(self) -> HubStatus:
         self.status.position = self.position
         self.status.subscribers = len(self._subscribers)
         return self.status
+
+
+def _outcome(sink: DirectSink, event: OrderEvent, loaders: Loaders) -> Outcome | BaseException:
+    try:
+        return sink.outcome(event, loaders)
+    except Exception as exc:  # the ordinary path will meet (and report) it again
+        return exc
 
 
 class _RedisBackend(RedisBackend):

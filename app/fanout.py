@@ -1,36 +1,59 @@
-"""Execute a subscription's selection once per event, not once per subscriber.
+"""Fan-out: one execution per event and subscription document, and direct delivery.
 
-When an order event reaches 5,000 subscribers of the same subscription document, graphql-core
-would run the selection (``orderEvents { sequence type order { number status } }``) 5,000
-times over the same event: about 400 microseconds each here, most of a fan-out's time. The
-result of that execution depends only on the event, the document and the variables: which
-events a subscriber receives, and which fields it may select, are settled before (by its
-filter and by the guard), and every field reads the same shared per-event loaders. So the
-first subscriber to reach an event executes it and the others await the same result.
+**Shared execution.** When an order event reaches 5,000 subscribers of the same subscription
+document, graphql-core would run the selection (``orderEvents { sequence type order { number
+status } }``) 5,000 times over the same event: about 400 microseconds each here, most of a
+fan-out's time. The result of that execution depends only on the event, the document and the
+variables: which events a subscriber receives, and which fields it may select, are settled
+before (by its filter and by the guard), and every field reads the same shared per-event
+loaders. So the first subscriber to reach an event executes it and the others reuse the
+result. The payload must be the same object for every subscriber (``schema/root.py``
+converts each event row once); results are kept on the payload, so they go away with it.
 
-The payload must be the same object for every subscriber (``schema/root.py`` converts each
-event row once); results are kept on the payload, so they go away with it.
+**Direct delivery.** Even with a shared result, each subscriber's event then passed through
+its own chain: its task woke up, our generator, graphql-core's response stream, Strawberry's
+per-result handling and extension hooks, the protocol handler, Starlette's WebSocket, and
+only then the socket write, about 55 microseconds a delivery in all. A subscriber that is
+*idle* (its task waits for the next event with nothing queued and nothing in flight) needs
+none of that: the hub (``app/broadcast.py``) writes the ``next`` message, with the data's
+JSON encoded once per event and document, straight to the connection's ASGI ``send``. Order
+is kept because an idle subscriber has sent everything before; anything that is not plain
+data (errors, extensions) takes the ordinary path, as does every subscriber that is busy,
+replaying, or whose previous direct write is still waiting for the socket to drain.
+
+Direct delivery needs to know where an operation's messages go; the graphql-transport-ws
+handler (``app/http.py``) provides that as a ``WsOperation`` while it runs the operation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
-from typing import Any
+from collections.abc import AsyncIterable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from graphql import ExecutionResult
+from starlette.types import Message, Send
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 _RESULTS = "_ordergraph_results"
+
+T = TypeVar("T")
+
+ShareKey = tuple[int, str]
+#: The shared result of one event for one document: a result, or a task that will have it.
+Outcome = ExecutionResult | asyncio.Future[ExecutionResult]
 
 
 class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
     """A graphql-core executor whose per-event executions are shared between subscribers
     of the same operation and variables."""
 
-    _key: tuple[int, str] | None = None
+    _key: ShareKey | None = None
 
-    def _share_key(self) -> tuple[int, str]:
+    def share_key(self) -> ShareKey:
         if self._key is None:
             coerced = getattr(self.variable_values, "coerced", self.variable_values)
             variables = json.dumps(coerced, sort_keys=True, default=str)
@@ -39,45 +62,45 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
             self._key = (id(self.operation), variables)
         return self._key
 
-    def build_per_event_executor(self, payload: Any) -> Any:
-        try:
-            results: dict[tuple[int, str], tuple[Any, Any]] = payload.__dict__.setdefault(
-                _RESULTS, {}
-            )
-        except AttributeError:  # a payload we cannot annotate: execute as usual
-            return super().build_per_event_executor(payload)
-        key = self._share_key()
+    def shared_outcome(self, payload: Any) -> Outcome:
+        """This operation's result for ``payload``: executed by the first caller, reused
+        by every later one."""
+        results: dict[ShareKey, tuple[Any, Outcome]] = payload.__dict__.setdefault(_RESULTS, {})
+        key = self.share_key()
         found = results.get(key)
         if found is not None:
-            # No executor at all: graphql-core only calls execute_operation() on it, and
-            # copying an executor (what the base class does) costs more than the rest.
-            return _SharedResult(found[1])
+            return found[1]
         executor = super().build_per_event_executor(payload)
-        run = executor.execute_operation
-        operation = self.operation
+        executed: Any = executor.execute_operation(None)
+        # A pending result gets its own task: a subscriber that leaves must not cancel the
+        # others' result.
+        outcome: Outcome = (
+            asyncio.ensure_future(executed) if executor.is_awaitable(executed) else executed
+        )
+        results[key] = (self.operation, outcome)  # the entry keeps the operation (and id) alive
+        return outcome
 
-        def execute(serially: bool | None = None) -> Any:
-            # Called right after this build, with no await in between, so the next
-            # subscriber's build already finds the entry.
-            outcome = run(serially)
-            if not executor.is_awaitable(outcome):
-                results[key] = (operation, outcome)
-                return outcome
-            # Its own task: a subscriber that leaves must not cancel the others' result.
-            task = asyncio.ensure_future(outcome)
-            results[key] = (operation, task)
-            return _shared(task)
+    def build_per_event_executor(self, payload: Any) -> Any:
+        if not hasattr(payload, "__dict__"):  # a payload we cannot annotate: as usual
+            return super().build_per_event_executor(payload)
+        # No executor copy at all: graphql-core only calls execute_operation() on it, and
+        # copying an executor (what the base class does) costs more than the rest.
+        return _SharedResult(self.shared_outcome(payload))
 
-        executor.execute_operation = execute  # type: ignore[method-assign]
-        return executor
+    def cancellable_iterable(self, iterable: AsyncIterable[T]) -> AsyncIterable[T]:
+        # graphql-core calls this once per subscription, with the source stream the root
+        # resolver returned and before the first item is asked for: the resolver's body runs
+        # after this, in this task, and finds its executor here (``open_sink``).
+        _subscription.set(self)
+        return super().cancellable_iterable(iterable)
 
 
 class _SharedResult:
-    """Stands in for a per-event executor whose result another subscriber computed."""
+    """Stands in for a per-event executor whose result is shared."""
 
     __slots__ = ("_shared",)
 
-    def __init__(self, shared: Any) -> None:
+    def __init__(self, shared: Outcome) -> None:
         self._shared = shared
 
     def execute_operation(self, serially: bool | None = None) -> Any:
@@ -89,8 +112,121 @@ class _SharedResult:
         return shared
 
 
-async def _shared(shared: Any) -> ExecutionResult:
-    if isinstance(shared, asyncio.Future):
-        result: ExecutionResult = await asyncio.shield(shared)
-        return result
-    return shared  # type: ignore[no-any-return]
+async def _shared(shared: asyncio.Future[ExecutionResult]) -> ExecutionResult:
+    return await asyncio.shield(shared)
+
+
+def plain_data(outcome: Outcome | BaseException) -> Any:
+    """The data of a finished outcome that can go out as it is (no errors, no extensions),
+    else None."""
+    if isinstance(outcome, asyncio.Future):
+        if not outcome.done() or outcome.cancelled() or outcome.exception() is not None:
+            return None
+        outcome = outcome.result()
+    if not isinstance(outcome, ExecutionResult) or outcome.errors or outcome.extensions:
+        return None
+    return outcome.data
+
+
+# direct delivery --------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class WsOperation:
+    """Where one graphql-transport-ws operation's messages go."""
+
+    send: Send  # the connection's ASGI send
+    operations: dict[str, Any]  # the handler's live operations, by id
+    operation: Any  # Strawberry's Operation (``id``, ``completed``)
+    dumps: Callable[[Any], str]  # JSON of a result's data (shared per data object)
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        self.prefix = f'{{"id":{json.dumps(self.operation.id)},"type":"next","payload":{{"data":'
+
+    def live(self) -> bool:
+        op = self.operation
+        return not op.completed and self.operations.get(op.id) is op
+
+
+ws_operation: contextvars.ContextVar[WsOperation | None] = contextvars.ContextVar(
+    "ws_operation", default=None
+)
+_subscription: contextvars.ContextVar[SharedEventExecution | None] = contextvars.ContextVar(
+    "subscription_executor", default=None
+)
+
+
+class DirectSink:
+    """One subscription's direct path: its executor, its payload factory, its socket."""
+
+    __slots__ = ("executor", "group", "payload", "target")
+
+    def __init__(
+        self, target: WsOperation, executor: SharedEventExecution, payload: Callable[..., Any]
+    ) -> None:
+        self.target = target
+        self.executor = executor
+        self.payload = payload
+        self.group = executor.share_key()  # subscribers with equal groups share results
+
+    def outcome(self, *event: Any) -> Outcome:
+        return self.executor.shared_outcome(self.payload(*event))
+
+    def send(self, data: Any) -> bool | asyncio.Task[None]:
+        """Write a ``next`` message with ``data``. False: the operation is over, nothing
+        was sent; True: written; a task: the socket is draining and the write finishes
+        there. Raises what the server's ``send`` raises (the client is gone)."""
+        target = self.target
+        if not target.live():
+            return False
+        text = f"{target.prefix}{target.dumps(data)}}}}}"
+        task = send_eagerly(target.send, {"type": "websocket.send", "text": text})
+        return True if task is None else task
+
+
+def open_sink(payload: Callable[..., Any]) -> DirectSink | None:
+    """The direct path of the subscription whose resolver is running, if it has one:
+    graphql-transport-ws operations do (when the view enables it); others (the legacy
+    protocol, a subscription executed in-process) do not."""
+    target = ws_operation.get()
+    executor = _subscription.get()
+    if target is None or executor is None:
+        return None
+    return DirectSink(target, executor, payload)
+
+
+def send_eagerly(send: Send, message: Message) -> asyncio.Task[None] | None:
+    """Run ``send(message)`` now, in the caller, as far as it goes without waiting; None when
+    it finished, else a task that finishes it (the socket's buffer was full). What Python
+    3.12's eager tasks do, for one coroutine, without a task when none is needed. Raises
+    what ``send`` raises before it first waits."""
+    coro = cast("Coroutine[Any, Any, None]", send(message))
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return None
+    return asyncio.get_running_loop().create_task(_finish(coro, waiting_on))
+
+
+async def _finish(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    """Drive a started coroutine to its end, as its own task would have."""
+    while True:
+        try:
+            if waiting_on is None:  # a bare yield (asyncio.sleep(0)): run again soon
+                await asyncio.sleep(0)
+            else:
+                # What Task.__step does with a future its coroutine yielded: it was marked
+                # as being awaited, and awaiting it again requires the mark cleared.
+                waiting_on._asyncio_future_blocking = False
+                await waiting_on
+        except BaseException as exc:  # includes our own cancellation: pass it in
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return

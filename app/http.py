@@ -20,12 +20,17 @@ from strawberry.exceptions import ConnectionRejectionError, StrawberryGraphQLErr
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.base import HTTPException  # type: ignore[attr-defined]
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth import Authenticator, AuthError, Session, Sessions
 from app.broadcast import EventHub
 from app.context import Context
+from app.fanout import WsOperation, ws_operation
 from app.identity_cache import IdentityCache
 from app.loaders import Loaders
 from db.database import Database, StatementCounter, statement_counter
@@ -41,6 +46,8 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 _ws_sessions: contextvars.ContextVar[list[Session] | None] = contextvars.ContextVar(
     "ws_sessions", default=None
 )
+# The ASGI send of the WebSocket connection being served (for direct delivery).
+_ws_send: contextvars.ContextVar[Send | None] = contextvars.ContextVar("ws_send", default=None)
 #: WebSocket close code for credentials refused or ended (graphql-transport-ws "Forbidden").
 WS_FORBIDDEN = 4403
 
@@ -173,7 +180,22 @@ class SharedJson(IdentityCache):
         return text
 
 
+class TransportWsHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, with each operation's destination made known to the event hub
+    (``app/fanout.py``) so that live events can be written to it directly."""
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        # This runs as the operation's own task: what is set here stays with it.
+        view = cast("GraphQLView", self.view)
+        send = _ws_send.get()
+        if view.direct_delivery and send is not None:
+            ws_operation.set(WsOperation(send, self.operations, operation, view._shared_json.dumps))
+        await super().run_operation(operation)
+
+
 class GraphQLView(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWsHandler
+
     def __init__(
         self,
         schema: Any,
@@ -184,6 +206,7 @@ class GraphQLView(GraphQL[Context, None]):
         authenticator: Authenticator,
         sessions: Sessions,
         max_body_bytes: int,
+        direct_delivery: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
@@ -193,6 +216,8 @@ class GraphQLView(GraphQL[Context, None]):
         self.authenticator = authenticator
         self.sessions = sessions
         self.max_body_bytes = max_body_bytes
+        # Off when results carry per-result extensions (debug's SQL count).
+        self.direct_delivery = direct_delivery
         self._shared_json = SharedJson()
 
     def encode_json(self, data: object) -> str:
@@ -213,6 +238,7 @@ class GraphQLView(GraphQL[Context, None]):
         if scope["type"] == "websocket":
             sessions: list[Session] = []
             _ws_sessions.set(sessions)
+            _ws_send.set(send)
             try:
                 await super().__call__(scope, receive, send)
             finally:

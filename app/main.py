@@ -130,6 +130,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
         authenticator=services.authenticator,
         sessions=services.sessions,
         max_body_bytes=settings.max_body_bytes,
+        direct_delivery=not settings.debug,
         connection_init_wait_timeout=timedelta(seconds=10),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         allowed_origins=settings.allowed_origins,

@@ -423,7 +423,9 @@ class Subscription:
         start = parse_event_cursor(after) if after is not None else None
         if _visible_order(info, await info.context.loaders.order_by_id.load(oid)) is None:
             raise InputError("No order with this id.", code="NOT_FOUND")
-        async with info.context.stream.subscribe(_event_filter(None, [oid]), start) as stream:
+        async with info.context.stream.subscribe(
+            _event_filter(None, [oid]), start, payload=OrderEvent.shared
+        ) as stream:
             async for event, loaders in stream:
                 # The connection's context lives as long as the socket: resolve this event's
                 # nested fields with loaders as fresh as the event, not with its old cache.
@@ -438,7 +440,7 @@ class Subscription:
         f = _event_filter(filter)
         # A customer's feed carries their own orders' events only.
         f = replace(f, customer_id=_own_customer_id(info, f.customer_id, "filter.customerId"))
-        async with info.context.stream.subscribe(f, start) as stream:
+        async with info.context.stream.subscribe(f, start, payload=OrderEvent.shared) as stream:
             async for event, loaders in stream:
                 # The connection's context lives as long as the socket: resolve this event's
                 # nested fields with loaders as fresh as the event, not with its old cache.

@@ -39,7 +39,7 @@ def test_shared_json_is_bounded_and_keeps_its_objects_alive() -> None:
     for n in range(10):
         shared.dumps({"n": n})  # each dict would be freed at once if not kept
     assert len(shared._entries) == 3
-    assert sorted(value["n"] for value, _ in shared._entries.values()) == [7, 8, 9]  # type: ignore[index]
+    assert sorted(value["n"] for value, _ in shared._entries.values()) == [7, 8, 9]
 
 
 def test_other_messages_are_plain_json() -> None:

@@ -47,7 +47,7 @@ async def test_relay_announces_every_commit_at_once_and_marks_them_in_batches(
     await f.product(db, "TEE", "19.99")
     await f.stock(db, "TEE", "MAIN", 100)
     marks: list[list[int]] = []
-    real_mark = outbox.mark_published
+    real_mark = outbox.mark_published  # type: ignore[attr-defined]
 
     async def counting_mark(database: Database, sequences: list[int]) -> None:
         marks.append(sorted(sequences))

@@ -16,9 +16,11 @@ import asyncio
 import contextlib
 import itertools
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
@@ -192,16 +194,27 @@ async def connect_graphql(
     init_payload: dict[str, Any] | None = None,
     authorization: str | None = None,
     max_queue: int = 16,
+    receive_buffer: int | None = None,
 ) -> AsyncIterator[GraphQLWebSocket]:
     """Connect, complete the protocol's handshake, yield the client; close on exit.
 
     ``authorization`` (``"Bearer <key or token>"``) goes into the connection_init payload,
     where the server reads the connection's credentials; without it (and without one in
-    ``init_payload``) the connection is anonymous."""
+    ``init_payload``) the connection is anonymous. ``receive_buffer`` sets the socket's
+    SO_RCVBUF before it connects (a small one makes a paused client back up sooner)."""
     if authorization is not None:
         init_payload = {**(init_payload or {}), "authorization": authorization}
+    extra: dict[str, Any] = {}
+    if receive_buffer is not None:
+        parts = urlsplit(url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        extra["sock"] = sock
     async with connect(
         url,
+        **extra,
         subprotocols=[Subprotocol(protocol)],
         compression=None,
         proxy=None,

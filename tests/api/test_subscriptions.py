@@ -77,10 +77,19 @@ def _collect_garbage() -> Iterator[None]:
 # -- the server -------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["direct", "queued"])
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Every test here runs on both delivery paths: live events written to idle subscribers
+    by the hub itself (the default, see app/fanout.py), and handed to each subscriber's own
+    task (what debug mode does, since its results carry per-result extensions)."""
+    return dataclasses.replace(settings, debug=request.param == "queued")
+
+
 @dataclass
 class LiveApp:
     app: Starlette
     port: int
+    server: uvicorn.Server
 
     @property
     def services(self) -> Services:
@@ -124,7 +133,7 @@ async def serve(settings: Settings) -> AsyncIterator[LiveApp]:
                     task.result()
                     raise RuntimeError("the server stopped during startup")
                 await asyncio.sleep(0.02)
-        yield LiveApp(app, port)
+        yield LiveApp(app, port, server)
     finally:
         server.should_exit = True
         with contextlib.suppress(SystemExit):
@@ -259,6 +268,10 @@ async def test_order_status_changed_delivers_each_transition_in_order(
     # Placed by the factories (the system), moved on through the API with the admin key.
     assert [e["actor"] for e in received] == [ACTOR.id] + [admin.principal_id] * 3
     assert [e["actorRole"] for e in received] == ["ADMIN"] * 4
+    # Each live event found the subscriber idle: on graphql-transport-ws (unless debug
+    # results carry extensions), the hub wrote them itself.
+    direct = protocol == PROTOCOLS[0] and not settings.debug
+    assert live.services.hub.describe().delivered_direct == (3 if direct else 0)
 
 
 async def test_order_events_after_cursor_replays_then_goes_live_without_gap_or_duplicate(
@@ -407,6 +420,15 @@ async def test_subscription_bad_arguments_answer_errors_on_the_socket(
             assert (event["type"], event["toStatus"]) == ("CONFIRMED", "CONFIRMED")
 
 
+def throttle_server_sockets(live: LiveApp, size: int) -> None:
+    """Make the server's side of every open connection back up after about ``size`` bytes:
+    a small kernel send buffer, and the transport pausing its writers above ``size``."""
+    for connection in live.server.server_state.connections:
+        transport = connection.transport
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        transport.set_write_buffer_limits(high=size)
+
+
 async def test_slow_subscriber_overflows_its_queue_and_resynchronises_from_the_log(
     settings: Settings, tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -421,10 +443,13 @@ async def test_slow_subscriber_overflows_its_queue_and_resynchronises_from_the_l
         silent = Database(settings.database_url)
         try:
             async with connect_graphql(
-                live.ws_url, authorization=admin.authorization, max_queue=1
+                live.ws_url, authorization=admin.authorization, max_queue=1, receive_buffer=1024
             ) as ws:
                 op = await ws.subscribe(ORDER_EVENTS)
                 await wait_until(lambda: live.services.hub.describe().subscribers == 1)
+                # Direct writes go to the socket until it backs up (then the subscriber
+                # waits for it to drain, and later events queue behind): let it back up soon.
+                throttle_server_sockets(live, 1024)
                 ws.pause()  # stop reading the socket
                 for _ in range(50):
                     await new_order(silent)
@@ -443,6 +468,9 @@ async def test_slow_subscriber_overflows_its_queue_and_resynchronises_from_the_l
     assert after_all["order"]["id"] == gid(sentinel)
     assert after_all["sequence"] == before + 51
     assert "slow subscriber overflowed" in caplog.text  # the resync path really ran
+    if not settings.debug:
+        # Some went out directly before the socket backed up.
+        assert live.services.hub.describe().delivered_direct > 0
 
 
 async def _published_at(db_url: str) -> list[Any]:
