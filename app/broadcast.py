@@ -137,10 +137,6 @@ class _Subscriber:
     direct: DirectSink | None = None
     sending: asyncio.Task[None] | None = None  # a direct write waiting for the socket
 
-    def idle(self) -> bool:
-        """Everything before has been sent: the next event may be written directly."""
-        return self.sending is None and self.queue.waiting()
-
     def _sent(self, _task: asyncio.Task[None]) -> None:
         self.sending = None
 
@@ -149,6 +145,7 @@ class _Subscriber:
 class _DirectGroup:
     """The idle subscribers of one event and one document, and that document's result."""
 
+    sink: DirectSink  # the first subscriber's: executes and encodes for the group
     outcome: Outcome | BaseException
     subscribers: list[_Subscriber] = field(default_factory=list)
 
@@ -426,10 +423,12 @@ class EventHub:
                 if sub.overflowed or not sub.filter.matches(event, customer_id):
                     continue
                 sink = sub.direct
-                if sink is not None and sub.idle():
+                # Idle: everything before has been sent, so this event may go directly.
+                if sink is not None and sub.sending is None and sub.queue.waiting():
                     group = groups.get(sink.group)
                     if group is None:
-                        group = groups[sink.group] = _DirectGroup(_outcome(sink, event, loaders))
+                        group = _DirectGroup(sink, _outcome(sink, event, loaders))
+                        groups[sink.group] = group
                     group.subscribers.append(sub)
                 else:
                     self._enqueue(sub, item)
@@ -452,32 +451,36 @@ class EventHub:
             await asyncio.wait(pending)
         # A subscriber that once in this batch took the queue keeps to it, behind that event.
         queued: set[_Subscriber] = set()
+        sent_directly = 0
         for item, groups in direct:
+            sequence = item[0].sequence
             for group in groups.values():
                 data = plain_data(group.outcome)
+                encoded = None if data is None else group.sink.encode(data)
                 for sub in group.subscribers:
                     sink = sub.direct
                     if (
-                        data is not None
+                        encoded is not None
                         and sink is not None
                         and sub.sending is None
                         and sub not in queued
                     ):
                         try:
-                            sent = sink.send(data)
+                            sent = sink.send(encoded)
                         except Exception:  # the client is gone; its own task will see it
                             sub.direct = None
                         else:
                             if sent is False:
                                 continue  # the operation is over
-                            sub.last = item[0].sequence
-                            self.status.delivered_direct += 1
+                            sub.last = sequence
+                            sent_directly += 1
                             if sent is not True:
                                 sub.sending = sent
                                 sent.add_done_callback(sub._sent)
                             continue
                     queued.add(sub)
                     self._enqueue(sub, item)
+        self.status.delivered_direct += sent_directly
 
     def _enqueue(self, sub: _Subscriber, item: Item) -> None:
         if sub.overflowed:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import struct
 from collections.abc import AsyncIterable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -37,6 +38,17 @@ from typing import Any, TypeVar, cast
 from graphql import ExecutionResult
 from starlette.types import Message, Send
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+try:  # uvicorn's default WebSocket implementation when websockets is installed
+    from uvicorn.protocols.websockets.websockets_sansio_impl import (
+        WebSocketsSansIOProtocol as _SansIOProtocol,
+    )
+    from websockets.protocol import State
+
+    _OPEN: Any = State.OPEN
+except ImportError:  # pragma: no cover - another server or implementation: ASGI send only
+    _SansIOProtocol = None  # type: ignore[assignment,misc]
+    _OPEN = None
 
 _RESULTS = "_ordergraph_results"
 
@@ -140,13 +152,11 @@ class WsOperation:
     operation: Any  # Strawberry's Operation (``id``, ``completed``)
     dumps: Callable[[Any], str]  # JSON of a result's data (shared per data object)
     prefix: str = ""
+    socket: Any = None  # uvicorn's connection, when frames can be written to it directly
 
     def __post_init__(self) -> None:
         self.prefix = f'{{"id":{json.dumps(self.operation.id)},"type":"next","payload":{{"data":'
-
-    def live(self) -> bool:
-        op = self.operation
-        return not op.completed and self.operations.get(op.id) is op
+        self.socket = frame_socket(self.send)
 
 
 ws_operation: contextvars.ContextVar[WsOperation | None] = contextvars.ContextVar(
@@ -173,14 +183,21 @@ class DirectSink:
     def outcome(self, *event: Any) -> Outcome:
         return self.executor.shared_outcome(self.payload(*event))
 
-    def send(self, data: Any) -> bool | asyncio.Task[None]:
-        """Write a ``next`` message with ``data``. False: the operation is over, nothing
-        was sent; True: written; a task: the socket is draining and the write finishes
-        there. Raises what the server's ``send`` raises (the client is gone)."""
+    def encode(self, data: Any) -> str:
+        """The JSON of a result's data, as ``send`` takes it (the same for a whole group)."""
+        return self.target.dumps(data)
+
+    def send(self, encoded: str) -> bool | asyncio.Task[None]:
+        """Write a ``next`` message with the ``encode``d data. False: the operation is over,
+        nothing was sent; True: written; a task: the socket is draining and the write
+        finishes there. Raises what the server's ``send`` raises (the client is gone)."""
         target = self.target
-        if not target.live():
+        op = target.operation
+        if op.completed or target.operations.get(op.id) is not op:
             return False
-        text = f"{target.prefix}{target.dumps(data)}}}}}"
+        text = f"{target.prefix}{encoded}}}}}"
+        if target.socket is not None and write_text_frame(target.socket, text):
+            return True
         task = send_eagerly(target.send, {"type": "websocket.send", "text": text})
         return True if task is None else task
 
@@ -194,6 +211,59 @@ def open_sink(payload: Callable[..., Any]) -> DirectSink | None:
     if target is None or executor is None:
         return None
     return DirectSink(target, executor, payload)
+
+
+# Writing frames to uvicorn's connection itself. Through the ASGI send, one message costs
+# about 12 microseconds of Python in uvicorn and websockets (an Event wait, state checks, a
+# Frame object serialized through BytesIO) on top of the write; to 5,000 subscribers that is
+# 60 ms. An unfragmented, unmasked, uncompressed text frame is two to ten header bytes and
+# the UTF-8 text (RFC 6455, 5.2), so for uvicorn's websockets-sansio connections without
+# extensions the hub writes it to the transport itself, after the checks uvicorn's send
+# makes. Anything else (another server or implementation, compression, a paused transport,
+# a closing connection) goes through the ASGI send.
+
+_HEADER_SHORT = struct.Struct("!BB")
+_HEADER_MEDIUM = struct.Struct("!BBH")
+_HEADER_LONG = struct.Struct("!BBQ")
+_FIN_TEXT = 0x81
+
+
+def frame_socket(send: Send) -> Any:
+    """The uvicorn connection behind ``send`` when text frames may be written to it
+    directly, else None."""
+    connection = getattr(send, "__self__", None)
+    if _SansIOProtocol is None or type(connection) is not _SansIOProtocol:
+        return None
+    if connection.conn.extensions:  # permessage-deflate: frames need encoding
+        return None
+    return connection
+
+
+def text_frame(text: str) -> bytes:
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        return _HEADER_SHORT.pack(_FIN_TEXT, n) + data
+    if n < 65536:
+        return _HEADER_MEDIUM.pack(_FIN_TEXT, 126, n) + data
+    return _HEADER_LONG.pack(_FIN_TEXT, 127, n) + data
+
+
+def write_text_frame(connection: Any, text: str) -> bool:
+    """Write ``text`` as one frame to uvicorn's ``connection``. False when its transport is
+    paused (the ASGI send waits for it to drain); raises when the connection is closing."""
+    if not connection.writable.is_set():
+        return False
+    conn = connection.conn
+    if (
+        connection.disconnected
+        or connection.close_sent
+        or conn.state is not _OPEN
+        or conn.expect_continuation_frame
+    ):
+        raise ConnectionError("the WebSocket is closing")
+    connection.transport.write(text_frame(text))
+    return True
 
 
 def send_eagerly(send: Send, message: Message) -> asyncio.Task[None] | None:

@@ -13,7 +13,7 @@ from typing import Any, cast
 from graphql import GraphQLError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, StrawberryGraphQLError
@@ -180,6 +180,20 @@ class SharedJson(IdentityCache):
         return text
 
 
+class KeepWebSocketSend:
+    """ASGI middleware (the first of ours): keeps the server's own ``send`` of a WebSocket
+    connection, for direct delivery. Further in, Starlette's exception middleware wraps it
+    in a function that only watches HTTP responses, a call per message for nothing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            _ws_send.set(send)  # this connection's own task: it stays with the connection
+        await self.app(scope, receive, send)
+
+
 class TransportWsHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws, with each operation's destination made known to the event hub
     (``app/fanout.py``) so that live events can be written to it directly."""
@@ -238,7 +252,8 @@ class GraphQLView(GraphQL[Context, None]):
         if scope["type"] == "websocket":
             sessions: list[Session] = []
             _ws_sessions.set(sessions)
-            _ws_send.set(send)
+            if _ws_send.get() is None:  # served without KeepWebSocketSend
+                _ws_send.set(send)
             try:
                 await super().__call__(scope, receive, send)
             finally:

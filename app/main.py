@@ -33,7 +33,7 @@ from app.broadcast import EventHub
 from app.cost import CostBudget
 from app.fanout import SharedEventExecution
 from app.guard import RequestGuard
-from app.http import GraphQLView, MaskUnexpectedErrors, SqlStatementCount
+from app.http import GraphQLView, KeepWebSocketSend, MaskUnexpectedErrors, SqlStatementCount
 from app.outbox import OutboxRelay
 from app.settings import Settings
 from db.database import Database
@@ -174,6 +174,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
         ],
         lifespan=lifespan,
         middleware=[
+            Middleware(KeepWebSocketSend),
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.allowed_origins),
@@ -181,7 +182,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
                 allow_headers=["Authorization", "Content-Type", "Accept"],
                 expose_headers=["X-Request-Id", "Retry-After"],
                 max_age=600,
-            )
+            ),
         ],
     )
     app.state.services = services

@@ -1,19 +1,23 @@
 """app.fanout's direct path, without a server: ``send_eagerly`` behaves as running the
 coroutine in its own task would (model: ``asyncio.create_task``), except that it does the
-part before the first wait at once; ``DirectSink`` writes nothing once its operation is over.
-"""
+part before the first wait at once; ``DirectSink`` writes nothing once its operation is over;
+frames written to uvicorn's connection directly are byte for byte what websockets would
+write, and only go to an open, writable connection."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
-from app.fanout import DirectSink, WsOperation, send_eagerly
+from app.fanout import DirectSink, WsOperation, send_eagerly, text_frame, write_text_frame
 
 Step = Literal["now", "sleep", "wait", "fail_wait", "raise"]
 steps = st.lists(st.sampled_from(["now", "sleep", "wait", "fail_wait", "raise"]), max_size=8)
@@ -140,7 +144,7 @@ async def test_a_sink_writes_next_messages_only_while_its_operation_lives() -> N
     target = WsOperation(send, operations, operation, lambda data: json.dumps(data))
     sink = DirectSink(target, FakeExecutor(), lambda *event: event)  # type: ignore[arg-type]
 
-    assert sink.send({"orderEvents": {"sequence": 7}}) is True
+    assert sink.send(sink.encode({"orderEvents": {"sequence": 7}})) is True
     [message] = sent
     assert message["type"] == "websocket.send"
     assert json.loads(message["text"]) == {
@@ -150,8 +154,62 @@ async def test_a_sink_writes_next_messages_only_while_its_operation_lives() -> N
     }
 
     del operations[operation.id]  # the client completed it
-    assert sink.send({"orderEvents": {"sequence": 8}}) is False
+    assert sink.send(sink.encode({"orderEvents": {"sequence": 8}})) is False
     operations[operation.id] = operation
     operation.completed = True  # the server completed it
-    assert sink.send({"orderEvents": {"sequence": 9}}) is False
+    assert sink.send(sink.encode({"orderEvents": {"sequence": 9}})) is False
     assert len(sent) == 1
+
+
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.sampled_from([125, 126, 127, 65535, 65536, 70000]).map(
+            lambda n: "é" * (n // 2) + "x" * (n % 2)
+        ),
+        st.sampled_from([125, 126, 65535, 65536]).map(lambda n: "x" * n),
+    )
+)
+def test_text_frames_are_what_websockets_would_send(text: str) -> None:
+    expected = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+    assert text_frame(text) == expected
+
+
+def fake_connection(**state: Any) -> tuple[SimpleNamespace, list[bytes]]:
+    written: list[bytes] = []
+    writable = asyncio.Event()
+    writable.set()
+    conn = SimpleNamespace(state=State.OPEN, expect_continuation_frame=False, extensions=[])
+    connection = SimpleNamespace(
+        writable=writable,
+        disconnected=False,
+        close_sent=False,
+        conn=conn,
+        transport=SimpleNamespace(write=written.append),
+    )
+    for name, value in state.items():
+        target = conn if hasattr(conn, name) else connection
+        setattr(target, name, value)
+    return connection, written
+
+
+def test_a_frame_is_written_only_to_an_open_writable_connection() -> None:
+    connection, written = fake_connection()
+    assert write_text_frame(connection, '{"a":1}') is True
+    assert written == [text_frame('{"a":1}')]
+
+    paused, written = fake_connection()
+    paused.writable.clear()  # the transport is over its high-water mark
+    assert write_text_frame(paused, "x") is False
+    assert written == []
+
+    for closing in (
+        {"disconnected": True},
+        {"close_sent": True},
+        {"state": State.CLOSING},
+        {"expect_continuation_frame": True},
+    ):
+        connection, written = fake_connection(**closing)
+        with pytest.raises(ConnectionError):
+            write_text_frame(connection, "x")
+        assert written == [], closing

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from app import fanout
 from app.broadcast import HubStatus
 from app.loaders import Loaders
 from app.settings import Settings
@@ -45,7 +46,17 @@ def settings(settings: Settings) -> Settings:
     return dataclasses.replace(settings, debug=False, outbox_sweep_seconds=3600.0)
 
 
-async def test_direct_and_ordinary_paths_send_the_same_payloads(settings: Settings) -> None:
+async def test_direct_and_ordinary_paths_send_the_same_payloads(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    framed: list[str] = []
+    real_write = fanout.write_text_frame
+
+    def write(connection: Any, text: str) -> bool:
+        framed.append(text)
+        return real_write(connection, text)
+
+    monkeypatch.setattr(fanout, "write_text_frame", write)
     async with serve(settings) as live:
         await seed_catalog(live.db)
         orders = [await new_order(live.db) for _ in range(3)]
@@ -78,6 +89,8 @@ async def test_direct_and_ordinary_paths_send_the_same_payloads(settings: Settin
     # Every live event: written directly to both graphql-transport-ws subscribers, queued
     # for the legacy one.
     assert status == (2 * len(orders), len(orders))
+    # uvicorn's connections take frames written by the hub itself.
+    assert len(framed) == 2 * len(orders)
 
 
 async def test_a_socket_that_backs_up_delays_only_its_own_events_and_keeps_their_order(
