@@ -455,8 +455,7 @@ class EventHub:
         for item, groups in direct:
             sequence = item[0].sequence
             for group in groups.values():
-                data = plain_data(group.outcome)
-                encoded = None if data is None else group.sink.encode(data)
+                encoded = _encoded(group)
                 for sub in group.subscribers:
                     sink = sub.direct
                     if (
@@ -498,6 +497,18 @@ class EventHub:
         self.status.position = self.position
         self.status.subscribers = len(self._subscribers)
         return self.status
+
+
+def _encoded(group: _DirectGroup) -> str | None:
+    """The group's data as JSON when it can go out directly; None sends it the ordinary way
+    (which reports what went wrong), never an exception: the batch's position has moved on."""
+    data = plain_data(group.outcome)
+    if data is None:
+        return None
+    try:
+        return group.sink.encode(data)
+    except Exception:
+        return None
 
 
 def _outcome(sink: DirectSink, event: OrderEvent, loaders: Loaders) -> Outcome | BaseException:

@@ -180,3 +180,26 @@ async def test_an_event_whose_result_has_errors_takes_the_ordinary_path(
     # The subscriber is idle again afterwards: the next event goes directly.
     assert recovered["order"]["id"] == gid(second)
     assert status == (1, 1)
+
+
+async def test_a_result_that_cannot_be_encoded_directly_goes_the_ordinary_way(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(_sink: Any, _data: Any) -> str:
+        raise TypeError("not JSON")
+
+    monkeypatch.setattr(fanout.DirectSink, "encode", refuse)
+    async with serve(settings) as live:
+        await seed_catalog(live.db)
+        order = await new_order(live.db)
+        admin = await admin_key(live)
+        hub = live.services.hub
+        async with connect_graphql(live.ws_url, authorization=admin.authorization) as ws:
+            op = await ws.subscribe(ORDER_EVENTS)
+            await wait_until(lambda: hub.describe().subscribers == 1)
+            await confirm_order(live.db, order.id, ACTOR)
+            event = (await op.next_data())["orderEvents"]
+            status = counts(hub.describe())
+
+    assert (event["type"], event["order"]["id"]) == ("CONFIRMED", gid(order))
+    assert status == (0, 1)
