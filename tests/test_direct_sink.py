@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
@@ -42,18 +42,24 @@ async def script(plan: list[Step], trace: list[Any], futures: list[asyncio.Futur
                 trace.append(("caught", str(exc)))
 
 
-async def settle(futures: list[asyncio.Future[int]], plan: list[Step]) -> None:
-    """Resolve each future the script waits on, in order, as its plan says."""
+async def settle(
+    futures: list[asyncio.Future[int]], plan: list[Step], task: asyncio.Task[None] | None
+) -> None:
+    """Resolve each future the script waits on, in order, as its plan says (the i-th with
+    ``i``, or failing with ``failed i``), until the script has ended."""
     waits = [step for step in plan if step in ("wait", "fail_wait")]
-    for n in range(len(waits) + 5):
+    for _ in range(1000):  # a script of at most 8 steps ends long before: fail, not hang
+        if task is None or task.done():
+            return
         await asyncio.sleep(0)
-        pending = [f for f in futures if not f.done()]
-        if pending:
-            kind = waits[futures.index(pending[0])]
-            if kind == "wait":
-                pending[0].set_result(n)
-            else:
-                pending[0].set_exception(ValueError(f"failed {n}"))
+        for i, future in enumerate(futures):
+            if not future.done():
+                if waits[i] == "wait":
+                    future.set_result(i)
+                else:
+                    future.set_exception(ValueError(f"failed {i}"))
+                break
+    raise AssertionError("the script did not end")
 
 
 async def outcome(task: asyncio.Task[None] | None) -> str:
@@ -68,12 +74,14 @@ async def outcome(task: asyncio.Task[None] | None) -> str:
 
 @settings(deadline=None)
 @given(steps)
+@example(["sleep"] * 7 + ["wait"])  # the future comes late: settle must wait for it
+@example(["now", "wait", "sleep", "fail_wait", "raise"])
 def test_send_eagerly_ends_as_a_task_would(plan: list[Step]) -> None:
     async def model() -> tuple[list[Any], str]:
         trace: list[Any] = []
         futures: list[asyncio.Future[int]] = []
         task = asyncio.create_task(script(plan, trace, futures))
-        await settle(futures, plan)
+        await settle(futures, plan, task)
         return trace, await outcome(task)
 
     async def eager() -> tuple[list[Any], str, list[Any]]:
@@ -88,7 +96,7 @@ def test_send_eagerly_ends_as_a_task_would(plan: list[Step]) -> None:
         except KeyError as exc:  # raised before its first wait: raised here
             return trace, f"raised {exc}", list(trace)
         at_once = list(trace)
-        await settle(futures, plan)
+        await settle(futures, plan, task)
         return trace, await outcome(task), at_once
 
     expected_trace, expected_outcome = asyncio.run(model())
