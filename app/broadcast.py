@@ -170,14 +170,12 @@ class EventHub:
         *,
         queue_size: int = 1000,
         loaders_factory: Callable[[Database], Loaders] = Loaders,
-        direct_delivery: bool = True,
     ) -> None:
         self.db = db
         self.url = url
         self.channel = channel_for(db.url)
         self.queue_size = queue_size
         self._loaders_factory = loaders_factory
-        self.direct_delivery = direct_delivery
         self._subscribers: set[_Subscriber] = set()
         self.position = 0  # every event up to here has been handed to local subscribers
         self._wanted = 0  # highest sequence announced so far
@@ -246,7 +244,7 @@ class EventHub:
         subscriber); with it, the hub may deliver live events to this subscription
         directly, without waking its task (``app/fanout.py``)."""
         sub = _Subscriber(f, Mailbox(self.queue_size))
-        if payload is not None and self.direct_delivery:
+        if payload is not None:
             sub.direct = open_sink(payload)
         # Register before reading the log, so no event can fall between replay and live.
         self._subscribers.add(sub)

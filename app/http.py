@@ -46,7 +46,8 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 _ws_sessions: contextvars.ContextVar[list[Session] | None] = contextvars.ContextVar(
     "ws_sessions", default=None
 )
-# The ASGI send of the WebSocket connection being served (for direct delivery).
+# The ASGI send of the WebSocket connection being served, kept by KeepWebSocketSend (for
+# direct delivery; without it, subscribers take the ordinary path).
 _ws_send: contextvars.ContextVar[Send | None] = contextvars.ContextVar("ws_send", default=None)
 #: WebSocket close code for credentials refused or ended (graphql-transport-ws "Forbidden").
 WS_FORBIDDEN = 4403
@@ -252,8 +253,6 @@ class GraphQLView(GraphQL[Context, None]):
         if scope["type"] == "websocket":
             sessions: list[Session] = []
             _ws_sessions.set(sessions)
-            if _ws_send.get() is None:  # served without KeepWebSocketSend
-                _ws_send.set(send)
             try:
                 await super().__call__(scope, receive, send)
             finally:
