@@ -92,7 +92,7 @@ class Services:
 
     def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
-        self.db = db or Database(settings.database_url)
+        self.db = db or Database(settings.database_url, background_checkpoints=True)
         self.hub = EventHub(
             self.db, settings.broadcast_url, queue_size=settings.subscriber_queue_size
         )
@@ -107,6 +107,7 @@ class Services:
         )
 
     async def start(self) -> None:
+        self.db.start()
         await self.hub.start()
         await self.relay.start()
         await self.sessions.start()

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from db.checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from db.inline_sqlite import inline_dbapi
 
 T = TypeVar("T")
@@ -36,13 +37,18 @@ statement_counter: contextvars.ContextVar[StatementCounter | None] = contextvars
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def _count_statement(*_args: Any) -> None:
+def count_statement() -> None:
+    """Count one statement for the request being served, if it counts them (debug)."""
     counter = statement_counter.get()
     if counter is not None:
         counter.count += 1
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _count_statement(*_args: Any) -> None:
+    count_statement()
+
+
+def _sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) -> None:
     # Let us emit BEGIN ourselves (see _sqlite_begin); pysqlite's implicit transactions
     # would begin too late for a writer to hold the lock from the start.
     dbapi_connection.isolation_level = None
@@ -51,31 +57,59 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    if wal_autocheckpoint is not None:
+        cursor.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
     cursor.close()
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL; None for in-memory and URI databases."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
 
 
 class Database:
     """Owns the engines. Writers on SQLite take the write lock at BEGIN (``BEGIN IMMEDIATE``)
     and queue on an in-process lock first, so they never fail on lock upgrade and never spin
-    in SQLite's busy handler against each other; readers never block (WAL)."""
+    in SQLite's busy handler against each other; readers never block (WAL).
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    ``background_checkpoints`` (servers; SQLite files only): WAL checkpoints run on a
+    thread of their own (db/checkpoint.py) between ``start()`` and ``dispose()``, not inside
+    a writer's commit."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 10,
+        background_checkpoints: bool = False,
+    ) -> None:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         # Called with the sequences of the events a transaction wrote, right after its commit.
         self.after_commit: Callable[[Sequence[int]], None] | None = None
+        self.checkpointer: WalCheckpointer | None = None
         if self.is_sqlite:
-            self.write_engine = self._sqlite_engine(url, "BEGIN IMMEDIATE", echo)
-            self.read_engine = self._sqlite_engine(url, "BEGIN", echo)
             self.write_lock: asyncio.Lock | None = asyncio.Lock()
+            path = _sqlite_file(url)
+            if background_checkpoints and path is not None:
+                self.checkpointer = WalCheckpointer(path, self.write_lock)
+            autockpt = BACKSTOP_PAGES if self.checkpointer else None
+            self.write_engine = self._sqlite_engine(url, "BEGIN IMMEDIATE", echo, autockpt)
+            self.read_engine = self._sqlite_engine(url, "BEGIN", echo, autockpt)
             # Core hot paths (db.uow.run_core) run on plain sqlite3 with no greenlet in
             # between: SQLite runs on this thread anyway (db/inline_sqlite.py), under the
             # same write lock, so this changes nothing but the cost per statement.
             self.sync_write_engine: Engine | None = self._sqlite_sync_engine(
-                url, echo, "BEGIN IMMEDIATE"
+                url, echo, "BEGIN IMMEDIATE", autockpt
             )
             # Single-statement reads (read_core): no explicit transaction at all.
-            self.sync_read_engine: Engine | None = self._sqlite_sync_engine(url, echo, None)
+            self.sync_read_engine: Engine | None = self._sqlite_sync_engine(
+                url, echo, None, autockpt
+            )
         else:
             self.write_engine = create_async_engine(
                 url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -93,7 +127,9 @@ class Database:
         self.read_session = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @staticmethod
-    def _sqlite_engine(url: str, begin: str, echo: bool) -> AsyncEngine:
+    def _sqlite_engine(
+        url: str, begin: str, echo: bool, wal_autocheckpoint: int | None = None
+    ) -> AsyncEngine:
         engine = create_async_engine(
             url, echo=echo, connect_args={"timeout": 30}, module=inline_dbapi()
         )
@@ -101,15 +137,25 @@ class Database:
         def on_begin(conn: Any) -> None:
             conn.exec_driver_sql(begin)
 
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(
+            engine.sync_engine,
+            "connect",
+            lambda dbapi_conn, _record: _sqlite_on_connect(dbapi_conn, wal_autocheckpoint),
+        )
         event.listen(engine.sync_engine, "begin", on_begin)
         return engine
 
     @staticmethod
-    def _sqlite_sync_engine(url: str, echo: bool, begin: str | None) -> Engine:
+    def _sqlite_sync_engine(
+        url: str, echo: bool, begin: str | None, wal_autocheckpoint: int | None
+    ) -> Engine:
         sync_url = make_url(url).set(drivername="sqlite")
         engine = create_engine(sync_url, echo=echo, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(
+            engine,
+            "connect",
+            lambda dbapi_conn, _record: _sqlite_on_connect(dbapi_conn, wal_autocheckpoint),
+        )
         if begin is not None:
 
             def on_begin(conn: Any) -> None:
@@ -132,7 +178,14 @@ class Database:
     def reader(self) -> AsyncSession:
         return self.read_session()
 
+    def start(self) -> None:
+        """Start background work (WAL checkpoints); ``dispose()`` stops it."""
+        if self.checkpointer is not None:
+            self.checkpointer.start()
+
     async def dispose(self) -> None:
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
         for sync_engine in (self.sync_write_engine, self.sync_read_engine):
             if sync_engine is not None:
                 sync_engine.dispose()
