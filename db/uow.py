@@ -10,6 +10,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from db.database import Database
 from db.models import EventCounter, OrderEvent, utcnow
+from db.prepared import Prepared
 from domain.access import Principal
 
 T = TypeVar("T")
@@ -21,7 +22,9 @@ _BUMP_COUNTER = (
     .values(last_sequence=EventCounter.last_sequence + bindparam("n"))
     .returning(EventCounter.last_sequence)
 )
+_BUMP_COUNTER_CORE = Prepared(_BUMP_COUNTER)
 _INSERT_EVENTS = insert(OrderEvent)
+_INSERT_EVENTS_CORE = Prepared(_INSERT_EVENTS)
 _EVENT_VALUES = (
     "order_id",
     "type",
@@ -180,11 +183,12 @@ class CoreWork:
             sequence = self.conn.execute(_APPEND_ONE_EVENT, self._events[0]).scalar_one()
             self.sequences = [sequence]
             return
-        last = self.conn.execute(_BUMP_COUNTER, {"n": n}).scalar_one()
+        last = _BUMP_COUNTER_CORE.scalar(self.conn, {"n": n})
+        assert last is not None, "the event counter row is missing"
         first = last - n + 1
         for offset, event in enumerate(self._events):
             event["sequence"] = first + offset
-        self.conn.execute(_INSERT_EVENTS, self._events)
+        _INSERT_EVENTS_CORE.execute(self.conn, self._events)
         self.sequences = list(range(first, last + 1))
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import IdempotencyRecord
+from db.prepared import Prepared
 from domain.access import Principal
 from domain.errors import DomainError, ErrorCode
 
@@ -58,17 +59,19 @@ async def replay(
     return None if resource_id is None else await session.get(model, resource_id)
 
 
-_IDEMPOTENCY_RECORD = select(IdempotencyRecord.request_hash, IdempotencyRecord.resource_id).where(
-    IdempotencyRecord.scope == bindparam("scope"), IdempotencyRecord.key == bindparam("key")
+_IDEMPOTENCY_RECORD = Prepared(
+    select(IdempotencyRecord.request_hash, IdempotencyRecord.resource_id).where(
+        IdempotencyRecord.scope == bindparam("scope"), IdempotencyRecord.key == bindparam("key")
+    )
 )
-_REMEMBER = insert(IdempotencyRecord)
+_REMEMBER = Prepared(insert(IdempotencyRecord))
 
 
 def replayed_id(conn: Connection, scope: str, key: str | None, fingerprint: str) -> int | None:
     """``replay`` for Core use cases: the id of what an earlier request with this key made."""
     if key is None:
         return None
-    row = conn.execute(_IDEMPOTENCY_RECORD, {"scope": scope, "key": key}).first()
+    row = _IDEMPOTENCY_RECORD.first(conn, {"scope": scope, "key": key})
     if row is None:
         return None
     if row.request_hash != fingerprint:
@@ -85,8 +88,8 @@ def remember_id(
 ) -> None:
     """``remember`` for Core use cases."""
     if key is not None:
-        conn.execute(
-            _REMEMBER,
+        _REMEMBER.execute(
+            conn,
             {"scope": scope, "key": key, "request_hash": fingerprint, "resource_id": resource_id},
         )
 

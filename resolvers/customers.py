@@ -10,6 +10,7 @@ from sqlalchemy import Connection, bindparam, insert, select
 
 from db.database import Database
 from db.models import Customer
+from db.prepared import Prepared
 from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
@@ -57,23 +58,23 @@ def _clean(c: NewCustomer) -> Customer:
     return Customer(**_values(c))
 
 
-_CUSTOMER_BY_EMAIL = select(Customer.id).where(Customer.email == bindparam("email"))
-_CUSTOMER_EXISTS = select(Customer.id).where(Customer.id == bindparam("id"))
-_INSERT_CUSTOMER = insert(Customer)
+_CUSTOMER_BY_EMAIL = Prepared(select(Customer.id).where(Customer.email == bindparam("email")))
+_CUSTOMER_EXISTS = Prepared(select(Customer.id).where(Customer.id == bindparam("id")))
+_INSERT_CUSTOMER = Prepared(insert(Customer))
 
 
 def customer_exists(conn: Connection, customer_id: int) -> bool:
-    return conn.execute(_CUSTOMER_EXISTS, {"id": customer_id}).first() is not None
+    return _CUSTOMER_EXISTS.first(conn, {"id": customer_id}) is not None
 
 
 def find_or_create_customer(conn: Connection, c: NewCustomer) -> int:
     """Guest checkout: an inline customer whose email we know is that customer. Returns the
     customer's id (a Core use case's step, inside its transaction)."""
     values = _values(c)
-    existing = conn.execute(_CUSTOMER_BY_EMAIL, {"email": values["email"]}).scalar()
+    existing = _CUSTOMER_BY_EMAIL.scalar(conn, {"email": values["email"]})
     if existing is not None:
         return int(existing)
-    return int(conn.execute(_INSERT_CUSTOMER, values).inserted_primary_key[0])  # type: ignore[index]
+    return _INSERT_CUSTOMER.insert(conn, values)
 
 
 async def create_customer(

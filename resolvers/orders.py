@@ -23,6 +23,7 @@ from db.models import (
     Warehouse,
     utcnow,
 )
+from db.prepared import Prepared
 from db.queries import Page, PageArgs, SortKey, paginate
 from db.uow import CoreWork, UnitOfWork, run_core
 from domain import validation as v
@@ -222,24 +223,26 @@ _ORDER_BY_EXTERNAL_ID = select(Order).where(
     Order.channel == bindparam("channel"), Order.external_id == bindparam("external_id")
 )
 _ORDER_BY_ID = select(Order).where(Order.id == bindparam("id"))
-_PRODUCTS_BY_SKU = select(
-    Product.id,
-    Product.sku,
-    Product.name,
-    Product.price_minor,
-    Product.currency,
-    Product.active,
-    Product.allow_backorder,
-).where(Product.sku.in_(bindparam("skus", expanding=True)))
+_PRODUCTS_BY_SKU = Prepared(
+    select(
+        Product.id,
+        Product.sku,
+        Product.name,
+        Product.price_minor,
+        Product.currency,
+        Product.active,
+        Product.allow_backorder,
+    ).where(Product.sku.in_(bindparam("skus", expanding=True)))
+)
 # NO KEY UPDATE: rows that merely reference the product are not blocked.
-_LOCK_PRODUCTS = (
+_LOCK_PRODUCTS = Prepared(
     select(Product.id)
     .where(Product.id.in_(bindparam("ids", expanding=True)))
     .order_by(Product.id)
     .with_for_update(key_share=True)
 )
 # Every stock row of the products, with its warehouse's rank: no lock (see _reserve_all).
-_STOCK = (
+_STOCK_ROWS = (
     select(
         InventoryLevel.id,
         InventoryLevel.product_id,
@@ -250,15 +253,16 @@ _STOCK = (
     .join(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
     .where(InventoryLevel.product_id.in_(bindparam("product_ids", expanding=True)))
 )
+_STOCK = Prepared(_STOCK_ROWS)
 # The same, locked in id order: the plan on these rows cannot go stale.
-_STOCK_LOCKED = _STOCK.order_by(InventoryLevel.id).with_for_update(of=InventoryLevel)
-_ANY_WAREHOUSE = select(Warehouse.id).limit(1)
-_INSERT_ORDER = insert(Order)
-_INSERT_LINES = insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True)
-_INSERT_MOVEMENTS = insert(StockMovement)
-_INSERT_ALLOCATIONS = insert(Allocation)
+_STOCK_LOCKED = Prepared(_STOCK_ROWS.order_by(InventoryLevel.id).with_for_update(of=InventoryLevel))
+_ANY_WAREHOUSE = Prepared(select(Warehouse.id).limit(1))
+_INSERT_ORDER = Prepared(insert(Order))
+_INSERT_LINES = Prepared(insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True))
+_INSERT_MOVEMENTS = Prepared(insert(StockMovement))
+_INSERT_ALLOCATIONS = Prepared(insert(Allocation))
 # The guarded update: reserve only what is still available, or change nothing.
-_RESERVE = (
+_RESERVE = Prepared(
     update(InventoryLevel)
     .where(
         InventoryLevel.id == bindparam("level_id"),
@@ -312,8 +316,8 @@ class _Stock:
 
 
 def _stock(conn: Connection, product_ids: list[int], *, lock: bool = False) -> list[_Stock]:
-    rows = conn.execute(_STOCK_LOCKED if lock else _STOCK, {"product_ids": product_ids}).all()
-    if not rows and conn.execute(_ANY_WAREHOUSE).first() is None:
+    rows = (_STOCK_LOCKED if lock else _STOCK).all(conn, {"product_ids": product_ids})
+    if not rows and _ANY_WAREHOUSE.first(conn) is None:
         raise DomainError(ErrorCode.NO_WAREHOUSE, "No warehouse is set up yet.", ["input"])
     return [_Stock(*row) for row in rows]
 
@@ -359,7 +363,7 @@ def _place_order_tx(
 
     products = {
         row.sku: row
-        for row in conn.execute(_PRODUCTS_BY_SKU, {"skus": sorted({li.sku for li in cmd.lines})})
+        for row in _PRODUCTS_BY_SKU.all(conn, {"skus": sorted({li.sku for li in cmd.lines})})
     }
     errors: list[DomainError] = []
     for i, line in enumerate(cmd.lines):
@@ -389,11 +393,11 @@ def _place_order_tx(
         for i, line in enumerate(cmd.lines)
     ]
     if lock_stock:
-        conn.execute(_LOCK_PRODUCTS, {"ids": product_ids})
+        _LOCK_PRODUCTS.all(conn, {"ids": product_ids})
     stock = _stock(conn, product_ids, lock=lock_stock)
     plan = _plan(demands, stock)
     if plan.ok and plan.backordered and not lock_stock:
-        conn.execute(_LOCK_PRODUCTS, {"ids": product_ids})
+        _LOCK_PRODUCTS.all(conn, {"ids": product_ids})
         stock = _stock(conn, product_ids)
         plan = _plan(demands, stock)
     if not plan.ok:
@@ -433,31 +437,27 @@ def _place_order_tx(
         "placed_at": now,
         "updated_at": now,
     }
-    order_id = conn.execute(_INSERT_ORDER, values).inserted_primary_key[0]  # type: ignore[index]
+    order_id = _INSERT_ORDER.insert(conn, values)
     number = format_order_number(order_id)
-    line_ids = (
-        conn.execute(
-            _INSERT_LINES,
-            [
-                {
-                    "order_id": order_id,
-                    "product_id": products[line.sku].id,
-                    "sku": line.sku,
-                    "name": products[line.sku].name,
-                    "quantity": line.quantity,
-                    "unit_price_minor": products[line.sku].price_minor,
-                    "total_minor": line_totals[i].minor,
-                    "backordered_quantity": plan.backordered.get(i, 0),
-                }
-                for i, line in enumerate(cmd.lines)
-            ],
-        )
-        .scalars()
-        .all()
+    line_ids = _INSERT_LINES.scalars(
+        conn,
+        [
+            {
+                "order_id": order_id,
+                "product_id": products[line.sku].id,
+                "sku": line.sku,
+                "name": products[line.sku].name,
+                "quantity": line.quantity,
+                "unit_price_minor": products[line.sku].price_minor,
+                "total_minor": line_totals[i].minor,
+                "backordered_quantity": plan.backordered.get(i, 0),
+            }
+            for i, line in enumerate(cmd.lines)
+        ],
     )
     if plan.allocations:
-        conn.execute(
-            _INSERT_ALLOCATIONS,
+        _INSERT_ALLOCATIONS.execute(
+            conn,
             [
                 {"order_line_id": line_ids[index], "warehouse_id": warehouse_id, "quantity": qty}
                 for (index, warehouse_id), qty in plan.allocations.items()
@@ -468,8 +468,8 @@ def _place_order_tx(
         (level_of[key], key, qty) for key, qty in plan.reservations(demands).items()
     )
     if reservations:
-        conn.execute(
-            _INSERT_MOVEMENTS,
+        _INSERT_MOVEMENTS.execute(
+            conn,
             [
                 {
                     "product_id": product_id,
@@ -502,11 +502,11 @@ def _reserve_all(conn: Connection, reservations: list[tuple[int, int]], now: dat
     executemany where the driver reports its row count, else one statement per row."""
     params = [{"level_id": level_id, "qty": qty, "now": now} for level_id, qty in reservations]
     if conn.dialect.supports_sane_multi_rowcount and len(params) > 1:
-        if conn.execute(_RESERVE, params).rowcount != len(params):
+        if _RESERVE.execute(conn, params) != len(params):
             raise _StockMoved()
         return
     for p in params:
-        if conn.execute(_RESERVE, p).rowcount != 1:
+        if _RESERVE.execute(conn, p) != 1:
             raise _StockMoved()
 
 

@@ -1,0 +1,280 @@
+"""Statements of hot paths, compiled once and run straight on SQLite's driver.
+
+SQLAlchemy spends about 50-100 us of Python on every statement it executes (looking the
+compiled form up in its cache, building an execution context, processing parameters and
+results, dispatching events), against 5-40 us for SQLite to run it. A ``placeOrder`` runs
+about ten statements, so that layer cost more than the database.
+
+``Prepared(statement)`` compiles a Core statement with SQLAlchemy, once per dialect and
+parameter shape, and keeps what an execution needs: the SQL text, the order of the
+positional parameters with their bind processors (dates, JSON), the Python-side column
+defaults an INSERT or UPDATE must fill in, and the result processors. On SQLite's plain
+``sqlite3`` connections (``Database.sync_write_engine``, ``db.uow.run_core``) it then runs
+the text on the driver directly, inside the transaction the ``Connection`` began. Anywhere
+else (PostgreSQL, the async engines, ``echo`` on) and for any statement it cannot plan, it
+runs the statement through ``Connection.execute`` as usual, with the same results. Either way
+the statement is counted for ``extensions.debug.sqlStatements``.
+
+tests/test_prepared.py checks both paths against each other, statement by statement.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Dialect
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.visitors import traverse
+
+from db.database import count_statement
+
+Params = Mapping[str, Any]
+_CONSTANT = -2  # a getter's index: the parameter's value is in the statement itself
+_Processor = Callable[[Any], Any] | None
+
+
+class _Plan:
+    """One compiled shape of a statement, ready to run on ``sqlite3``."""
+
+    __slots__ = ("defaults", "getters", "results", "row", "sql")
+
+    def __init__(
+        self,
+        sql: str,
+        getters: tuple[tuple[str, int, _Processor, Any], ...],
+        defaults: tuple[tuple[str, Callable[[], Any]], ...],
+        row: Any,
+        results: tuple[_Processor, ...] | None,
+    ) -> None:
+        self.sql = sql
+        # (parameter, index into its expanded list or -1 or CONSTANT, processor, constant)
+        self.getters = getters
+        self.defaults = defaults  # (parameter, makes its value): Python-side column defaults
+        self.row = row  # a namedtuple class, or None when the statement returns no rows
+        self.results = results  # result processors by column, None when none has one
+
+    def args(self, params: Params) -> tuple[Any, ...]:
+        if self.defaults:
+            params = dict(params)
+            for name, make in self.defaults:
+                if name not in params:
+                    params[name] = make()
+        out = []
+        for name, index, process, constant in self.getters:
+            if index == _CONSTANT:
+                out.append(constant)
+                continue
+            value = params[name] if index < 0 else params[name][index]
+            out.append(value if process is None else process(value))
+        return tuple(out)
+
+    def rows(self, raw: list[tuple[Any, ...]]) -> list[Any]:
+        make = self.row._make
+        results = self.results
+        if results is None:
+            return [make(r) for r in raw]
+        return [
+            make(v if p is None else p(v) for p, v in zip(results, r, strict=True)) for r in raw
+        ]
+
+
+def _default_maker(column: Any) -> Callable[[], Any] | None:
+    default = column.default
+    if default is None or getattr(default, "is_sequence", False):
+        return None
+    if default.is_callable:
+        fn = default.arg  # SQLAlchemy wraps it to take an execution context; ours ignore it
+        return lambda: fn(None)
+    if default.is_scalar:
+        value = default.arg
+        return lambda: value
+    return None  # a SQL expression: leave it to SQLAlchemy
+
+
+class Prepared:
+    """A Core statement for a hot path; see the module's docstring."""
+
+    __slots__ = ("_expanding", "_plans", "statement")
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._plans: dict[tuple[Any, ...], _Plan | None] = {}
+        expanding: list[str] = []
+        traverse(
+            statement,
+            {},
+            {
+                "bindparam": lambda b: (
+                    expanding.append(b.key)
+                    if isinstance(b, BindParameter) and b.expanding
+                    else None
+                )
+            },
+        )
+        self._expanding = tuple(dict.fromkeys(expanding))
+
+    # What call sites use ------------------------------------------------------------
+
+    def all(self, conn: Connection, params: Params | None = None) -> list[Any]:
+        """Every row, as named tuples (or SQLAlchemy ``Row``s: the same access by name)."""
+        params = params or {}
+        fast = self._fast(conn, params, many=False)
+        if fast is None:
+            return list(conn.execute(self.statement, params).all())
+        raw, plan = fast
+        count_statement()
+        return plan.rows(raw.execute(plan.sql, plan.args(params)).fetchall())
+
+    def first(self, conn: Connection, params: Params | None = None) -> Any | None:
+        rows = self.all(conn, params)
+        return rows[0] if rows else None
+
+    def scalar(self, conn: Connection, params: Params | None = None) -> Any | None:
+        row = self.first(conn, params)
+        return row[0] if row is not None else None
+
+    def scalars(self, conn: Connection, params: Params | Sequence[Params]) -> list[Any]:
+        """The first column of every row; with a list of parameter sets (an INSERT …
+        RETURNING), one row per set, in the order of the sets."""
+        if isinstance(params, Mapping):
+            return [row[0] for row in self.all(conn, params)]
+        fast = self._fast(conn, params[0], many=False)
+        if fast is None:
+            return list(conn.execute(self.statement, list(params)).scalars().all())
+        raw, plan = fast
+        out = []
+        for p in params:
+            count_statement()
+            out.append(raw.execute(plan.sql, plan.args(p)).fetchone()[0])
+        return out
+
+    def execute(self, conn: Connection, params: Params | Sequence[Params]) -> int:
+        """Run a statement that returns no rows, once or for every parameter set; the
+        number of rows it changed."""
+        if isinstance(params, Mapping):
+            fast = self._fast(conn, params, many=False)
+            if fast is None:
+                return int(conn.execute(self.statement, params).rowcount)
+            raw, plan = fast
+            count_statement()
+            return raw.execute(plan.sql, plan.args(params)).rowcount
+        fast = self._fast(conn, params[0], many=True)
+        if fast is not None and any(p.keys() != params[0].keys() for p in params):
+            fast = None  # sets of different keys: SQLAlchemy's rules and errors apply
+        if fast is None:
+            return int(conn.execute(self.statement, list(params)).rowcount)
+        raw, plan = fast
+        count_statement()
+        return raw.executemany(plan.sql, [plan.args(p) for p in params]).rowcount
+
+    def insert(self, conn: Connection, params: Params) -> int:
+        """Run a one-row INSERT; the new row's integer primary key."""
+        fast = self._fast(conn, params, many=False)
+        if fast is None:
+            return int(conn.execute(self.statement, params).inserted_primary_key[0])  # type: ignore[index]
+        raw, plan = fast
+        count_statement()
+        lastrowid = raw.execute(plan.sql, plan.args(params)).lastrowid
+        assert lastrowid is not None
+        return lastrowid
+
+    def runs_on_driver(self, dialect: Dialect, params: Params, *, many: bool = False) -> bool:
+        """Whether this statement, with parameters of this shape, can run on the driver."""
+        return self._plan(dialect, params, many=many) is not None
+
+    # Planning -------------------------------------------------------------------------
+
+    def _fast(
+        self, conn: Connection, params: Params, *, many: bool
+    ) -> tuple[sqlite3.Connection, _Plan] | None:
+        raw = _driver(conn)
+        if raw is None:
+            return None
+        plan = self._plan(conn.dialect, params, many=many)
+        return None if plan is None else (raw, plan)
+
+    def _plan(self, dialect: Dialect, params: Params, *, many: bool) -> _Plan | None:
+        key = (
+            dialect.name,
+            many,
+            tuple(params),
+            tuple(len(params[name]) for name in self._expanding if name in params),
+        )
+        try:
+            return self._plans[key]
+        except KeyError:
+            plan = self._plans[key] = self._build(dialect, params, many)
+            return plan
+
+    def _build(self, dialect: Dialect, params: Params, many: bool) -> _Plan | None:
+        if dialect.name != "sqlite" or dialect.paramstyle != "qmark":
+            return None
+        compiled: Any = self.statement.compile(
+            dialect=dialect, column_keys=list(params), for_executemany=many
+        )
+        if not compiled.positional or compiled.literal_execute_params:
+            return None
+        defaults: list[tuple[str, Callable[[], Any]]] = []
+        for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
+            make = _default_maker(column)
+            if make is None:
+                return None
+            defaults.append((column.key, make))
+        sample = dict(params)
+        for name, make in defaults:
+            sample.setdefault(name, make())
+        state = compiled.construct_expanded_state(sample, escape_names=False)
+        source: dict[str, tuple[str, int]] = {}
+        for name, expanded in state.parameter_expansion.items():
+            for i, expanded_name in enumerate(expanded):
+                source[expanded_name] = (name, i)
+        getters: list[tuple[str, int, _Processor, Any]] = []
+        for name in state.positiontup or ():
+            origin, index = source.get(name, (name, -1))
+            bind = compiled.binds.get(origin)
+            if bind is None:
+                return None
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if origin in sample:
+                getters.append((origin, index, process, None))
+            elif bind.callable is None and not bind.required and not bind.expanding:
+                # A value written into the statement (``id == 1``): bound the same each time.
+                value = bind.value if process is None else process(bind.value)
+                getters.append((origin, _CONSTANT, None, value))
+            else:
+                return None  # a parameter we do not know how to fill
+        columns: Sequence[Any]
+        if isinstance(self.statement, Select):
+            columns = list(self.statement.selected_columns)
+        elif isinstance(self.statement, UpdateBase):
+            columns = list(self.statement.exported_columns)
+        else:
+            return None
+        row_class: Any = None
+        results: tuple[_Processor, ...] | None = None
+        if columns:
+            names = [getattr(c, "key", None) or f"c{i}" for i, c in enumerate(columns)]
+            row_class = _row_class(names)
+            procs = tuple(
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+            )
+            results = procs if any(p is not None for p in procs) else None
+        return _Plan(state.statement, tuple(getters), tuple(defaults), row_class, results)
+
+
+def _row_class(names: list[str]) -> Any:
+    """A named tuple class for a statement's rows (attribute access like ``Row``)."""
+    return namedtuple("Row", names, rename=True)
+
+
+def _driver(conn: Connection) -> sqlite3.Connection | None:
+    """The plain ``sqlite3`` connection under ``conn``, when statements may run on it."""
+    if conn.dialect.name != "sqlite" or conn.engine.echo:
+        return None
+    raw = conn.connection.dbapi_connection
+    return raw if isinstance(raw, sqlite3.Connection) else None
