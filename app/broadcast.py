@@ -128,7 +128,7 @@ class Mailbox(Generic[T]):
 Item = tuple[OrderEvent, int, Loaders]
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class _Subscriber:
     filter: EventFilterArgs
     queue: Mailbox[Item | None]

@@ -30,6 +30,8 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.wsprotocol import WS_PROTOCOL
+
     settings = _settings()
     if args.workers > 1 and not settings.crosses_processes:
         print(
@@ -50,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        ws=WS_PROTOCOL,
         ws_per_message_deflate=False,
         ws_max_size=1 << 20,
         log_level=args.log_level,

@@ -232,7 +232,7 @@ def frame_socket(send: Send) -> Any:
     """The uvicorn connection behind ``send`` when text frames may be written to it
     directly, else None."""
     connection = getattr(send, "__self__", None)
-    if _SansIOProtocol is None or type(connection) is not _SansIOProtocol:
+    if _SansIOProtocol is None or not isinstance(connection, _SansIOProtocol):
         return None
     if connection.conn.extensions:  # permessage-deflate: frames need encoding
         return None

@@ -207,6 +207,12 @@ class TransportWsHandler(BaseGraphQLTransportWSHandler[Context, None]):
             ws_operation.set(WsOperation(send, self.operations, operation, view._shared_json.dumps))
         await super().run_operation(operation)
 
+    async def handle_connection_init(self, message: Any) -> None:
+        await super().handle_connection_init(message)
+        # The timeout is cancelled; its finished task would stay referenced for as long as
+        # the connection lives.
+        self.connection_init_timeout_task = None
+
 
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWsHandler
@@ -323,6 +329,8 @@ class GraphQLView(GraphQL[Context, None]):
                 {"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}
             ) from None
         context.principal = principal
+        # Checked: the credential is not kept for the life of the connection.
+        context.connection_params = None
         if principal.api_key_id is not None or principal.expires_at is not None:
 
             async def close(reason: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,12 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.extensions.max_aliases import create_validator as max_aliases
 from strawberry.extensions.query_depth_limiter import create_validator as max_depth
 from strawberry.schema import Schema
@@ -62,6 +57,35 @@ VALIDATION_RULES = [max_depth(MAX_DEPTH, None, None), max_aliases(MAX_ALIASES), 
 PRODUCTION_RULES = [*VALIDATION_RULES, NoSchemaIntrospectionCustomRule]
 
 
+# Strawberry's MaxTokensLimiter and AddValidationRules set their options in the operation
+# hook, which stays open (a generator and its context manager) for as long as an operation
+# runs: for a subscription, its whole life. These set the same options in the parse and
+# validate hooks, which close before anything executes; each is listed before the cache
+# that parses or validates with them.
+
+
+class TokenLimit(SchemaExtension):
+    """Refuse documents of more than ``MAX_TOKENS`` tokens while parsing them."""
+
+    def on_parse(self) -> Iterator[None]:
+        self.execution_context.parse_options["max_tokens"] = MAX_TOKENS
+        yield
+
+
+class ExtraValidationRules(SchemaExtension):
+    """Validate with these rules besides the specification's."""
+
+    def __init__(self, rules: list[type[ValidationRule]]) -> None:
+        self.rules = tuple(rules)
+
+    def on_validate(self) -> Iterator[None]:
+        self.execution_context.validation_rules = (
+            *self.execution_context.validation_rules,
+            *self.rules,
+        )
+        yield
+
+
 def make_schema(
     debug: bool = False, *, production: bool = False, budget: CostBudget | None = None
 ) -> Schema:
@@ -75,10 +99,10 @@ def make_schema(
         else CostBudget(capacity=0, restore_rate=1, max_query_cost=10**9)
     )
     extensions: list[Any] = [
+        TokenLimit,
         lambda: ParserCache(maxsize=1024),
+        lambda: ExtraValidationRules(rules),
         lambda: ValidationCache(maxsize=1024),
-        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: AddValidationRules(rules),
         lambda: RequestGuard(budget=guard_budget),
         lambda: MaskUnexpectedErrors(expose_details=not production),
     ]

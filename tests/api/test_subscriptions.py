@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 
 from app.main import Services, create_app
 from app.settings import Settings
+from app.wsprotocol import WS_PROTOCOL
 from db.database import Database
 from db.models import OrderEvent as OrderEventRow
 from domain.access import Role
@@ -118,6 +119,7 @@ async def serve(settings: Settings) -> AsyncIterator[LiveApp]:
     port = int(sock.getsockname()[1])
     config = uvicorn.Config(
         app,
+        ws=WS_PROTOCOL,  # what `ordergraph serve` runs
         ws_per_message_deflate=False,
         log_config=None,
         access_log=False,
