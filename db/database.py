@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -46,6 +49,16 @@ def count_statement() -> None:
 
 def _count_statement(*_args: Any) -> None:
     count_statement()
+
+
+def driver_error(exc: sqlite3.Error, statement: str, params: Any, dialect: Any) -> DBAPIError:
+    """The SQLAlchemy exception (``IntegrityError``, ``OperationalError`` …) that
+    ``Connection.execute`` raises for this driver error: code that runs statements on the
+    driver itself raises the same ones, so callers catch one kind."""
+    return cast(
+        DBAPIError,
+        DBAPIError.instance(statement, params, exc, sqlite3.Error, dialect=dialect),
+    )
 
 
 def _sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) -> None:
@@ -92,6 +105,7 @@ class Database:
         # Called with the sequences of the events a transaction wrote, right after its commit.
         self.after_commit: Callable[[Sequence[int]], None] | None = None
         self.checkpointer: WalCheckpointer | None = None
+        self._core_conn: Connection | None = None  # see core_connection()
         if self.is_sqlite:
             self.write_lock: asyncio.Lock | None = asyncio.Lock()
             path = _sqlite_file(url)
@@ -145,6 +159,26 @@ class Database:
         event.listen(engine.sync_engine, "begin", on_begin)
         return engine
 
+    @contextlib.contextmanager
+    def core_connection(self) -> Iterator[Connection]:
+        """The connection Core write transactions run on, on SQLite (``db.uow.run_core``):
+        one, kept open, used only by the holder of the write lock. Taking it costs nothing;
+        a pool checkout, its reset and return cost more than the statements of a small
+        transaction. A connection that failed (invalidated, or left in a transaction) is
+        closed, and the next caller gets a new one."""
+        assert self.sync_write_engine is not None and self.write_lock is not None
+        assert self.write_lock.locked(), "hold the write lock"
+        conn = self._core_conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._core_conn = self.sync_write_engine.connect()
+        try:
+            yield conn
+        except BaseException:
+            if conn.invalidated or conn.in_transaction():
+                self._core_conn = None
+                conn.close()
+            raise
+
     @staticmethod
     def _sqlite_sync_engine(
         url: str, echo: bool, begin: str | None, wal_autocheckpoint: int | None
@@ -159,7 +193,15 @@ class Database:
         if begin is not None:
 
             def on_begin(conn: Any) -> None:
-                conn.exec_driver_sql(begin)
+                # On the driver itself (as db.prepared runs statements), unless echoing.
+                if echo:
+                    conn.exec_driver_sql(begin)
+                    return
+                try:
+                    conn.connection.dbapi_connection.execute(begin)
+                except sqlite3.Error as exc:
+                    raise driver_error(exc, begin, (), conn.dialect) from exc
+                count_statement()
 
             event.listen(engine, "begin", on_begin)
         return engine
@@ -186,6 +228,9 @@ class Database:
     async def dispose(self) -> None:
         if self.checkpointer is not None:
             await self.checkpointer.stop()
+        if self._core_conn is not None:
+            self._core_conn.close()
+            self._core_conn = None
         for sync_engine in (self.sync_write_engine, self.sync_read_engine):
             if sync_engine is not None:
                 sync_engine.dispose()

@@ -31,7 +31,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import traverse
 
-from db.database import count_statement
+from db.database import count_statement, driver_error
 
 Params = Mapping[str, Any]
 _CONSTANT = -2  # a getter's index: the parameter's value is in the statement itself
@@ -128,7 +128,8 @@ class Prepared:
             return list(conn.execute(self.statement, params).all())
         raw, plan = fast
         count_statement()
-        return plan.rows(raw.execute(plan.sql, plan.args(params)).fetchall())
+        args = plan.args(params)
+        return plan.rows(_run(raw, plan.sql, args, conn).fetchall())
 
     def first(self, conn: Connection, params: Params | None = None) -> Any | None:
         rows = self.all(conn, params)
@@ -150,7 +151,7 @@ class Prepared:
         out = []
         for p in params:
             count_statement()
-            out.append(raw.execute(plan.sql, plan.args(p)).fetchone()[0])
+            out.append(_run(raw, plan.sql, plan.args(p), conn).fetchone()[0])
         return out
 
     def execute(self, conn: Connection, params: Params | Sequence[Params]) -> int:
@@ -162,7 +163,7 @@ class Prepared:
                 return int(conn.execute(self.statement, params).rowcount)
             raw, plan = fast
             count_statement()
-            return raw.execute(plan.sql, plan.args(params)).rowcount
+            return _run(raw, plan.sql, plan.args(params), conn).rowcount
         fast = self._fast(conn, params[0], many=True)
         if fast is not None and any(p.keys() != params[0].keys() for p in params):
             fast = None  # sets of different keys: SQLAlchemy's rules and errors apply
@@ -170,7 +171,11 @@ class Prepared:
             return int(conn.execute(self.statement, list(params)).rowcount)
         raw, plan = fast
         count_statement()
-        return raw.executemany(plan.sql, [plan.args(p) for p in params]).rowcount
+        rows = [plan.args(p) for p in params]
+        try:
+            return raw.executemany(plan.sql, rows).rowcount
+        except sqlite3.Error as exc:
+            raise driver_error(exc, plan.sql, rows, conn.dialect) from exc
 
     def insert(self, conn: Connection, params: Params) -> int:
         """Run a one-row INSERT; the new row's integer primary key."""
@@ -179,7 +184,7 @@ class Prepared:
             return int(conn.execute(self.statement, params).inserted_primary_key[0])  # type: ignore[index]
         raw, plan = fast
         count_statement()
-        lastrowid = raw.execute(plan.sql, plan.args(params)).lastrowid
+        lastrowid = _run(raw, plan.sql, plan.args(params), conn).lastrowid
         assert lastrowid is not None
         return lastrowid
 
@@ -265,6 +270,15 @@ class Prepared:
             )
             results = procs if any(p is not None for p in procs) else None
         return _Plan(state.statement, tuple(getters), tuple(defaults), row_class, results)
+
+
+def _run(
+    raw: sqlite3.Connection, sql: str, args: tuple[Any, ...], conn: Connection
+) -> sqlite3.Cursor:
+    try:
+        return raw.execute(sql, args)
+    except sqlite3.Error as exc:
+        raise driver_error(exc, sql, args, conn.dialect) from exc
 
 
 def _row_class(names: list[str]) -> Any:

@@ -209,7 +209,7 @@ async def run_core(db: Database, actor: Principal, fn: Callable[[CoreWork], T]) 
         await db.write_lock.acquire()
     try:
         if db.sync_write_engine is not None:
-            with db.sync_write_engine.connect() as sync_conn:
+            with db.core_connection() as sync_conn:
                 result = _in_transaction(sync_conn, work, fn)
         else:
             async with db.write_engine.connect() as conn:

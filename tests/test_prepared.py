@@ -327,3 +327,77 @@ async def test_place_order_writes_the_same_rows_on_both_paths(
     (fast_outcomes, fast_rows), (slow_outcomes, slow_rows) = results
     assert fast_outcomes == slow_outcomes
     assert fast_rows == slow_rows
+
+
+# Errors, and the connection Core transactions run on ------------------------------------
+
+UNIQUE = MetaData()
+uniques = Table("uniques", UNIQUE, Column("id", Integer, primary_key=True), Column("k", String(5)))
+
+
+def test_driver_errors_are_sqlalchemys_exceptions_on_both_paths(sync_engine: Any) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    UNIQUE.create_all(sync_engine)
+    with sync_engine.connect() as conn:
+        conn.exec_driver_sql("CREATE UNIQUE INDEX uniques_k ON uniques (k)")
+        conn.commit()
+    add = Prepared(sa_insert(uniques))
+
+    def clash(conn: Any) -> list[str]:
+        add.insert(conn, {"k": "a"})
+        raised = []
+        with pytest.raises(IntegrityError) as one:
+            add.insert(conn, {"k": "a"})
+        raised.append(type(one.value.orig).__name__)
+        with pytest.raises(IntegrityError) as many:
+            add.execute(conn, [{"k": "b"}, {"k": "b"}])
+        raised.append(type(many.value.orig).__name__)
+        return raised
+
+    fast, slow = both(sync_engine, clash)
+    assert fast == slow == ["IntegrityError", "IntegrityError"]
+
+
+async def test_core_transactions_share_one_connection_and_survive_failures(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from db.uow import run_core
+    from domain.access import Principal
+
+    database, path = fresh_sqlite(tmp_path, sqlite_template, "core")
+    actor = Principal.system("test")
+    seen: list[Any] = []
+
+    def work(w: Any) -> int:
+        seen.append(w.conn)
+        return int(w.conn.exec_driver_sql("SELECT count(*) FROM warehouse").scalar_one())
+
+    def failing(w: Any) -> None:
+        w.conn.exec_driver_sql("INSERT INTO event_counter (id, last_sequence) VALUES (99, 0)")
+        raise RuntimeError("boom")
+
+    try:
+        assert await run_core(database, actor, work) == 0
+        with pytest.raises(RuntimeError):
+            await run_core(database, actor, failing)
+        assert await run_core(database, actor, work) == 0
+        assert seen[0] is seen[1]  # one connection, not a pool checkout per transaction
+        # The failed transaction left nothing behind.
+        check = sqlite3.connect(path)
+        assert check.execute("SELECT count(*) FROM event_counter WHERE id = 99").fetchone() == (0,)
+        # Another writer holds the lock: BEGIN IMMEDIATE fails as SQLAlchemy's error, and
+        # the next transaction works once the lock is free.
+        seen[0].connection.dbapi_connection.execute("PRAGMA busy_timeout = 50")
+        check.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"):
+            await run_core(database, actor, work)
+        check.execute("ROLLBACK")
+        check.close()
+        assert await run_core(database, actor, work) == 0
+    finally:
+        await database.dispose()
