@@ -106,6 +106,7 @@ class Database:
         self.after_commit: Callable[[Sequence[int]], None] | None = None
         self.checkpointer: WalCheckpointer | None = None
         self._core_conn: Connection | None = None  # see core_connection()
+        self._read_conn: Connection | None = None  # see read_core()
         if self.is_sqlite:
             self.write_lock: asyncio.Lock | None = asyncio.Lock()
             path = _sqlite_file(url)
@@ -212,8 +213,21 @@ class Database:
         here is (db/inline_sqlite.py), without the async adaptation; elsewhere one
         hand-off to the pooled async connection."""
         if self.sync_read_engine is not None:
-            with self.sync_read_engine.connect() as sync_conn:
-                return fn(sync_conn)
+            # One kept connection: ``fn`` runs to completion on this thread, so no two calls
+            # ever share it at once, and a pool checkout cost more than the read.
+            kept = self._read_conn
+            if kept is None or kept.closed or kept.invalidated:
+                kept = self._read_conn = self.sync_read_engine.connect()
+            try:
+                return fn(kept)
+            except BaseException:
+                if kept.invalidated:
+                    self._read_conn = None
+                    kept.close()
+                raise
+            finally:
+                if kept.in_transaction():  # SQLAlchemy's autobegin (no BEGIN was sent)
+                    kept.rollback()
         async with self.read_engine.connect() as conn:
             return await conn.run_sync(fn)
 
@@ -228,9 +242,10 @@ class Database:
     async def dispose(self) -> None:
         if self.checkpointer is not None:
             await self.checkpointer.stop()
-        if self._core_conn is not None:
-            self._core_conn.close()
-            self._core_conn = None
+        for kept in (self._core_conn, self._read_conn):
+            if kept is not None:
+                kept.close()
+        self._core_conn = self._read_conn = None
         for sync_engine in (self.sync_write_engine, self.sync_read_engine):
             if sync_engine is not None:
                 sync_engine.dispose()

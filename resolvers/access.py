@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, select, update
 
 from db.database import Database
 from db.models import ApiKey, Customer, utcnow
+from db.prepared import Prepared
 from db.uow import UnitOfWork
 from domain.access import API_KEY_ROLES, Principal, Role, Scope, parse_scopes
 from domain.errors import DomainError, ErrorCode
@@ -91,9 +92,11 @@ class LiveKey:
 
 
 # Built once: this runs on every request that carries a key.
-_KEY_BY_HASH = select(
-    ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.scopes, ApiKey.last_used_at, ApiKey.revoked_at
-).where(ApiKey.key_hash == bindparam("key_hash"))
+_KEY_BY_HASH = Prepared(
+    select(
+        ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.scopes, ApiKey.last_used_at, ApiKey.revoked_at
+    ).where(ApiKey.key_hash == bindparam("key_hash"))
+)
 
 
 async def find_api_key(db: Database, key: str) -> LiveKey | None:
@@ -102,9 +105,7 @@ async def find_api_key(db: Database, key: str) -> LiveKey | None:
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     key_hash = hash_key(key)
-    row = await db.read_core(
-        lambda conn: conn.execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
-    )
+    row = await db.read_core(lambda conn: _KEY_BY_HASH.first(conn, {"key_hash": key_hash}))
     if row is None or row.revoked_at is not None:
         return None
     return LiveKey(row.id, row.name, row.role, row.scopes, row.last_used_at)

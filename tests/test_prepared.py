@@ -401,3 +401,46 @@ async def test_core_transactions_share_one_connection_and_survive_failures(
         assert await run_core(database, actor, work) == 0
     finally:
         await database.dispose()
+
+
+async def test_the_api_key_lookup_runs_on_the_driver_on_one_kept_connection(
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from domain.access import Role
+    from resolvers.access import create_api_key, find_api_key
+
+    db, _ = fresh_sqlite(tmp_path, sqlite_template, "keys")
+    try:
+        created = await create_api_key(db, "reader", Role.STAFF)
+        planned: list[bool] = []
+        real_plan = Prepared._plan
+
+        def spy(self: Prepared, dialect: Any, params: Any, *, many: bool) -> Any:
+            plan = real_plan(self, dialect, params, many=many)
+            planned.append(plan is not None)
+            return plan
+
+        monkeypatch.setattr(Prepared, "_plan", spy)
+        connections: list[Any] = []
+        real_read = db.read_core
+
+        def recording(fn: Any) -> Any:
+            def run(conn: Any) -> Any:
+                connections.append(conn)
+                return fn(conn)
+
+            return run
+
+        async def spying_read(fn: Any) -> Any:
+            return await real_read(recording(fn))
+
+        monkeypatch.setattr(db, "read_core", spying_read)
+        first = await find_api_key(db, created.key)
+        again = await find_api_key(db, created.key)
+        assert first is not None and again is not None and first.id == created.record.id
+        assert await find_api_key(db, created.key + "x") is None
+        assert planned == [True, True, True]
+        assert connections[0] is connections[1] is connections[2]
+        assert not connections[0].in_transaction()
+    finally:
+        await db.dispose()
