@@ -61,6 +61,48 @@ def driver_error(exc: sqlite3.Error, statement: str, params: Any, dialect: Any) 
     )
 
 
+def run_on_driver(
+    raw: sqlite3.Connection, statement: str, params: Any, dialect: Any
+) -> sqlite3.Cursor:
+    """``raw.execute``, counted, with SQLAlchemy's exceptions (see ``driver_error``)."""
+    count_statement()
+    try:
+        return raw.execute(statement, params)
+    except sqlite3.Error as exc:
+        raise driver_error(exc, statement, params, dialect) from exc
+
+
+class _KeptConnection:
+    """One connection of ``engine`` kept open for callers that never overlap (the write
+    lock's holder, or calls that run to completion on the loop's thread): a pool checkout,
+    its reset and return cost more than a small transaction's statements. One that failed
+    (invalidated, or left in a transaction) is closed, and the next caller gets a new one."""
+
+    __slots__ = ("conn", "engine")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn: Connection | None = None
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Connection]:
+        conn = self.conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.conn = self.engine.connect()
+        try:
+            yield conn
+        except BaseException:
+            if conn.invalidated or conn.in_transaction():
+                self.conn = None
+                conn.close()
+            raise
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
 def _sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) -> None:
     # Let us emit BEGIN ourselves (see _sqlite_begin); pysqlite's implicit transactions
     # would begin too late for a writer to hold the lock from the start.
@@ -105,8 +147,7 @@ class Database:
         # Called with the sequences of the events a transaction wrote, right after its commit.
         self.after_commit: Callable[[Sequence[int]], None] | None = None
         self.checkpointer: WalCheckpointer | None = None
-        self._core_conn: Connection | None = None  # see core_connection()
-        self._read_conn: Connection | None = None  # see read_core()
+        self._kept: list[_KeptConnection] = []
         if self.is_sqlite:
             self.write_lock: asyncio.Lock | None = asyncio.Lock()
             path = _sqlite_file(url)
@@ -125,6 +166,9 @@ class Database:
             self.sync_read_engine: Engine | None = self._sqlite_sync_engine(
                 url, echo, None, autockpt
             )
+            self._core_conn = _KeptConnection(self.sync_write_engine)
+            self._read_conn = _KeptConnection(self.sync_read_engine)
+            self._kept = [self._core_conn, self._read_conn]
         else:
             self.write_engine = create_async_engine(
                 url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -160,25 +204,11 @@ class Database:
         event.listen(engine.sync_engine, "begin", on_begin)
         return engine
 
-    @contextlib.contextmanager
-    def core_connection(self) -> Iterator[Connection]:
+    def core_connection(self) -> contextlib.AbstractContextManager[Connection]:
         """The connection Core write transactions run on, on SQLite (``db.uow.run_core``):
-        one, kept open, used only by the holder of the write lock. Taking it costs nothing;
-        a pool checkout, its reset and return cost more than the statements of a small
-        transaction. A connection that failed (invalidated, or left in a transaction) is
-        closed, and the next caller gets a new one."""
-        assert self.sync_write_engine is not None and self.write_lock is not None
-        assert self.write_lock.locked(), "hold the write lock"
-        conn = self._core_conn
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._core_conn = self.sync_write_engine.connect()
-        try:
-            yield conn
-        except BaseException:
-            if conn.invalidated or conn.in_transaction():
-                self._core_conn = None
-                conn.close()
-            raise
+        one, kept open, used only by the holder of the write lock."""
+        assert self.write_lock is not None and self.write_lock.locked(), "hold the write lock"
+        return self._core_conn.use()
 
     @staticmethod
     def _sqlite_sync_engine(
@@ -198,11 +228,7 @@ class Database:
                 if echo:
                     conn.exec_driver_sql(begin)
                     return
-                try:
-                    conn.connection.dbapi_connection.execute(begin)
-                except sqlite3.Error as exc:
-                    raise driver_error(exc, begin, (), conn.dialect) from exc
-                count_statement()
+                run_on_driver(conn.connection.dbapi_connection, begin, (), conn.dialect)
 
             event.listen(engine, "begin", on_begin)
         return engine
@@ -213,21 +239,13 @@ class Database:
         here is (db/inline_sqlite.py), without the async adaptation; elsewhere one
         hand-off to the pooled async connection."""
         if self.sync_read_engine is not None:
-            # One kept connection: ``fn`` runs to completion on this thread, so no two calls
-            # ever share it at once, and a pool checkout cost more than the read.
-            kept = self._read_conn
-            if kept is None or kept.closed or kept.invalidated:
-                kept = self._read_conn = self.sync_read_engine.connect()
-            try:
-                return fn(kept)
-            except BaseException:
-                if kept.invalidated:
-                    self._read_conn = None
-                    kept.close()
-                raise
-            finally:
-                if kept.in_transaction():  # SQLAlchemy's autobegin (no BEGIN was sent)
-                    kept.rollback()
+            # One kept connection: ``fn`` runs to completion on this thread.
+            with self._read_conn.use() as conn:
+                try:
+                    return fn(conn)
+                finally:
+                    if conn.in_transaction():  # SQLAlchemy's autobegin (no BEGIN was sent)
+                        conn.rollback()
         async with self.read_engine.connect() as conn:
             return await conn.run_sync(fn)
 
@@ -242,10 +260,8 @@ class Database:
     async def dispose(self) -> None:
         if self.checkpointer is not None:
             await self.checkpointer.stop()
-        for kept in (self._core_conn, self._read_conn):
-            if kept is not None:
-                kept.close()
-        self._core_conn = self._read_conn = None
+        for kept in self._kept:
+            kept.close()
         for sync_engine in (self.sync_write_engine, self.sync_read_engine):
             if sync_engine is not None:
                 sync_engine.dispose()

@@ -31,7 +31,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import traverse
 
-from db.database import count_statement, driver_error
+from db.database import count_statement, driver_error, run_on_driver
 
 Params = Mapping[str, Any]
 _CONSTANT = -2  # a getter's index: the parameter's value is in the statement itself
@@ -123,13 +123,12 @@ class Prepared:
     def all(self, conn: Connection, params: Params | None = None) -> list[Any]:
         """Every row, as named tuples (or SQLAlchemy ``Row``s: the same access by name)."""
         params = params or {}
-        fast = self._fast(conn, params, many=False)
+        fast = self._fast(conn, params)
         if fast is None:
             return list(conn.execute(self.statement, params).all())
         raw, plan = fast
-        count_statement()
         args = plan.args(params)
-        return plan.rows(_run(raw, plan.sql, args, conn).fetchall())
+        return plan.rows(run_on_driver(raw, plan.sql, args, conn.dialect).fetchall())
 
     def first(self, conn: Connection, params: Params | None = None) -> Any | None:
         rows = self.all(conn, params)
@@ -144,29 +143,24 @@ class Prepared:
         RETURNING), one row per set, in the order of the sets."""
         if isinstance(params, Mapping):
             return [row[0] for row in self.all(conn, params)]
-        fast = self._fast(conn, params[0], many=False)
+        fast = self._fast_many(conn, params, many=False)
         if fast is None:
             return list(conn.execute(self.statement, list(params)).scalars().all())
         raw, plan = fast
-        out = []
-        for p in params:
-            count_statement()
-            out.append(_run(raw, plan.sql, plan.args(p), conn).fetchone()[0])
-        return out
+        return [
+            run_on_driver(raw, plan.sql, plan.args(p), conn.dialect).fetchone()[0] for p in params
+        ]
 
     def execute(self, conn: Connection, params: Params | Sequence[Params]) -> int:
         """Run a statement that returns no rows, once or for every parameter set; the
         number of rows it changed."""
         if isinstance(params, Mapping):
-            fast = self._fast(conn, params, many=False)
+            fast = self._fast(conn, params)
             if fast is None:
                 return int(conn.execute(self.statement, params).rowcount)
             raw, plan = fast
-            count_statement()
-            return _run(raw, plan.sql, plan.args(params), conn).rowcount
-        fast = self._fast(conn, params[0], many=True)
-        if fast is not None and any(p.keys() != params[0].keys() for p in params):
-            fast = None  # sets of different keys: SQLAlchemy's rules and errors apply
+            return run_on_driver(raw, plan.sql, plan.args(params), conn.dialect).rowcount
+        fast = self._fast_many(conn, params, many=True)
         if fast is None:
             return int(conn.execute(self.statement, list(params)).rowcount)
         raw, plan = fast
@@ -179,12 +173,11 @@ class Prepared:
 
     def insert(self, conn: Connection, params: Params) -> int:
         """Run a one-row INSERT; the new row's integer primary key."""
-        fast = self._fast(conn, params, many=False)
+        fast = self._fast(conn, params)
         if fast is None:
             return int(conn.execute(self.statement, params).inserted_primary_key[0])  # type: ignore[index]
         raw, plan = fast
-        count_statement()
-        lastrowid = _run(raw, plan.sql, plan.args(params), conn).lastrowid
+        lastrowid = run_on_driver(raw, plan.sql, plan.args(params), conn.dialect).lastrowid
         assert lastrowid is not None
         return lastrowid
 
@@ -195,13 +188,22 @@ class Prepared:
     # Planning -------------------------------------------------------------------------
 
     def _fast(
-        self, conn: Connection, params: Params, *, many: bool
+        self, conn: Connection, params: Params, *, many: bool = False
     ) -> tuple[sqlite3.Connection, _Plan] | None:
         raw = _driver(conn)
         if raw is None:
             return None
         plan = self._plan(conn.dialect, params, many=many)
         return None if plan is None else (raw, plan)
+
+    def _fast_many(
+        self, conn: Connection, params: Sequence[Params], *, many: bool
+    ) -> tuple[sqlite3.Connection, _Plan] | None:
+        """``_fast`` for a list of parameter sets, planned on the first: sets of different
+        keys go through SQLAlchemy, whose rules and errors then apply."""
+        if any(p.keys() != params[0].keys() for p in params):
+            return None
+        return self._fast(conn, params[0], many=many)
 
     def _plan(self, dialect: Dialect, params: Params, *, many: bool) -> _Plan | None:
         key = (
@@ -270,15 +272,6 @@ class Prepared:
             )
             results = procs if any(p is not None for p in procs) else None
         return _Plan(state.statement, tuple(getters), tuple(defaults), row_class, results)
-
-
-def _run(
-    raw: sqlite3.Connection, sql: str, args: tuple[Any, ...], conn: Connection
-) -> sqlite3.Cursor:
-    try:
-        return raw.execute(sql, args)
-    except sqlite3.Error as exc:
-        raise driver_error(exc, sql, args, conn.dialect) from exc
 
 
 def _row_class(names: list[str]) -> Any:
