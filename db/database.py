@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import contextvars
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -38,6 +39,8 @@ statement_counter: contextvars.ContextVar[StatementCounter | None] = contextvars
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: A pooled PostgreSQL connection idle for longer than this is pinged before use.
+PING_AFTER_IDLE_S = 1.0
 
 
 def count_statement() -> None:
@@ -117,6 +120,35 @@ def _sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) ->
     cursor.close()
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling at a lower price than ``pool_pre_ping``: a pooled
+    connection is pinged on checkout only when it has been idle for more than
+    ``PING_AFTER_IDLE_S``.
+    (asyncpg's ping outside a transaction is three round trips, BEGIN, ``;`` and ROLLBACK,
+    and ``pool_pre_ping`` pays them on every checkout, twice per request.) A connection in
+    steady use is known to be alive from its last use; one that sat idle across a database
+    restart fails its ping, and the pool replaces it (``DisconnectionError``) before the
+    caller sees it."""
+
+    def connected(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) <= PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError(f"connection failed its ping: {exc}") from exc
+
+    event.listen(engine, "connect", connected)
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
+
+
 def _sqlite_file(url: str) -> str | None:
     """The database file of a SQLite URL; None for in-memory and URI databases."""
     database = make_url(url).database
@@ -171,13 +203,21 @@ class Database:
             self._kept = [self._core_conn, self._read_conn]
         else:
             self.write_engine = create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url, echo=echo, pool_size=pool_size, max_overflow=pool_size
             )
-            self.read_engine = self.write_engine
+            _ping_when_idle(self.write_engine.sync_engine)
+            # Reads run in autocommit: under READ COMMITTED every statement takes its own
+            # snapshot anyway, so a transaction around a read adds two round trips (BEGIN,
+            # ROLLBACK) and no consistency. Same pool, same connections.
+            self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
             self.write_lock = None
             self.sync_write_engine = None
             self.sync_read_engine = None
-        for engine in {self.write_engine.sync_engine, self.read_engine.sync_engine}:
+        # (PostgreSQL's read engine is the write engine with options: it shares its events.)
+        engines = {self.write_engine.sync_engine, self.read_engine.sync_engine}
+        if not self.is_sqlite:
+            engines = {self.write_engine.sync_engine}
+        for engine in engines:
             event.listen(engine, "before_cursor_execute", _count_statement)
         for sync_engine in (self.sync_write_engine, self.sync_read_engine):
             if sync_engine is not None:
@@ -266,5 +306,5 @@ class Database:
             if sync_engine is not None:
                 sync_engine.dispose()
         await self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
+        if self.is_sqlite:
             await self.read_engine.dispose()

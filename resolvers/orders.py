@@ -9,7 +9,18 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    Select,
+    bindparam,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from db.database import Database
@@ -270,6 +281,29 @@ _RESERVE = Prepared(
     )
     .values(reserved=InventoryLevel.reserved + bindparam("qty"), updated_at=bindparam("now"))
 )
+# PostgreSQL: every reservation of an order in one statement (one round trip while the
+# rows are locked, instead of one per row). The rows are locked first, in id order, as
+# every writer of stock locks them (no deadlocks); the update then reserves on each locked
+# row only what is still available there (READ COMMITTED re-reads a row updated meanwhile);
+# the rows it returns are the reservations made.
+_RESERVE_MANY_PG = text(
+    """
+WITH locked AS MATERIALIZED (
+    SELECT id FROM inventory_level WHERE id = ANY(:level_ids) ORDER BY id FOR NO KEY UPDATE
+)
+UPDATE inventory_level AS il
+SET reserved = il.reserved + r.qty, updated_at = :now
+FROM unnest(:level_ids, :qtys) AS r(id, qty)
+WHERE il.id = r.id
+  AND il.id IN (SELECT id FROM locked)
+  AND il.on_hand - il.reserved >= r.qty
+RETURNING il.id
+"""
+).bindparams(
+    bindparam("level_ids", type_=ARRAY(BigInteger)),
+    bindparam("qtys", type_=ARRAY(Integer)),
+    bindparam("now", type_=InventoryLevel.__table__.c.updated_at.type),
+)
 
 
 def _order_row(conn: Connection, stmt: Any, params: dict[str, Any]) -> Order | None:
@@ -463,6 +497,13 @@ def _place_order_tx(
                 for (index, warehouse_id), qty in plan.allocations.items()
             ],
         )
+    remember_id(
+        conn,
+        idempotency_scope(PLACE_ORDER_SCOPE, work.actor),
+        cmd.idempotency_key,
+        fingerprint,
+        order_id,
+    )
     level_of = {(s.product_id, s.warehouse_id): s.level_id for s in stock}
     reservations = sorted(
         (level_of[key], key, qty) for key, qty in plan.reservations(demands).items()
@@ -486,20 +527,26 @@ def _place_order_tx(
             ],
         )
         _reserve_all(conn, [(level_id, qty) for level_id, _, qty in reservations], now)
-    remember_id(
-        conn,
-        idempotency_scope(PLACE_ORDER_SCOPE, work.actor),
-        cmd.idempotency_key,
-        fingerprint,
-        order_id,
-    )
     work.record_event(order_id, OrderEventType.PLACED, None, status.value, cmd.note)
     return Order(id=order_id, **values)
 
 
 def _reserve_all(conn: Connection, reservations: list[tuple[int, int]], now: datetime) -> None:
-    """The guarded updates, in stock-row id order (no deadlocks on PostgreSQL). One
-    executemany where the driver reports its row count, else one statement per row."""
+    """The guarded updates, in stock-row id order (no deadlocks on PostgreSQL): one
+    statement on PostgreSQL, one executemany where the driver reports its row count, else
+    one statement per row. Raises ``_StockMoved`` unless every one reserved."""
+    if conn.dialect.name == "postgresql" and len(reservations) > 1:
+        reserved = conn.execute(
+            _RESERVE_MANY_PG,
+            {
+                "level_ids": [level_id for level_id, _ in reservations],
+                "qtys": [qty for _, qty in reservations],
+                "now": now,
+            },
+        ).all()
+        if len(reserved) != len(reservations):
+            raise _StockMoved()
+        return
     params = [{"level_id": level_id, "qty": qty, "now": now} for level_id, qty in reservations]
     if conn.dialect.supports_sane_multi_rowcount and len(params) > 1:
         if _RESERVE.execute(conn, params) != len(params):
