@@ -28,6 +28,7 @@ from app.broadcast import EventHub
 from app.cost import CostBudget
 from app.fanout import SharedEventExecution
 from app.guard import RequestGuard
+from app.hooks import LeanSchema
 from app.http import GraphQLView, KeepWebSocketSend, MaskUnexpectedErrors, SqlStatementCount
 from app.outbox import OutboxRelay
 from app.settings import Settings
@@ -108,7 +109,9 @@ def make_schema(
     ]
     if debug:
         extensions.append(SqlStatementCount)
-    return build_schema(extensions, execution_context_class=SharedEventExecution)
+    return build_schema(
+        extensions, execution_context_class=SharedEventExecution, schema_class=LeanSchema
+    )
 
 
 class Services:

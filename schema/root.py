@@ -449,9 +449,11 @@ class Subscription:
 
 
 def build_schema(
-    extensions: Sequence[type[SchemaExtension] | Any] = (), execution_context_class: Any = None
+    extensions: Sequence[type[SchemaExtension] | Any] = (),
+    execution_context_class: Any = None,
+    schema_class: type[strawberry.Schema] = strawberry.Schema,
 ) -> strawberry.Schema:
-    return strawberry.Schema(
+    return schema_class(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
