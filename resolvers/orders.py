@@ -14,6 +14,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     Select,
+    String,
     bindparam,
     insert,
     select,
@@ -234,16 +235,32 @@ _ORDER_BY_EXTERNAL_ID = select(Order).where(
     Order.channel == bindparam("channel"), Order.external_id == bindparam("external_id")
 )
 _ORDER_BY_ID = select(Order).where(Order.id == bindparam("id"))
-_PRODUCTS_BY_SKU = Prepared(
+# What placeOrder needs of a product.
+_PRODUCT_COLUMNS = (
+    Product.id,
+    Product.sku,
+    Product.name,
+    Product.price_minor,
+    Product.currency,
+    Product.active,
+    Product.allow_backorder,
+)
+_BY_SKUS = Product.sku.in_(bindparam("skus", expanding=True))
+_PRODUCTS_BY_SKU = Prepared(select(*_PRODUCT_COLUMNS).where(_BY_SKUS))
+# The products with every stock row of theirs and its warehouse's rank, in one read (no
+# lock): what an optimistic placeOrder plans on.
+_PRODUCTS_WITH_STOCK = Prepared(
     select(
-        Product.id,
-        Product.sku,
-        Product.name,
-        Product.price_minor,
-        Product.currency,
-        Product.active,
-        Product.allow_backorder,
-    ).where(Product.sku.in_(bindparam("skus", expanding=True)))
+        *_PRODUCT_COLUMNS,
+        InventoryLevel.id.label("level_id"),
+        InventoryLevel.warehouse_id,
+        (InventoryLevel.on_hand - InventoryLevel.reserved).label("available"),
+        Warehouse.priority,
+    )
+    .select_from(Product)
+    .outerjoin(InventoryLevel, InventoryLevel.product_id == Product.id)
+    .outerjoin(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
+    .where(_BY_SKUS)
 )
 # NO KEY UPDATE: rows that merely reference the product are not blocked.
 _LOCK_PRODUCTS = Prepared(
@@ -281,28 +298,39 @@ _RESERVE = Prepared(
     )
     .values(reserved=InventoryLevel.reserved + bindparam("qty"), updated_at=bindparam("now"))
 )
-# PostgreSQL: every reservation of an order in one statement (one round trip while the
-# rows are locked, instead of one per row). The rows are locked first, in id order, as
-# every writer of stock locks them (no deadlocks); the update then reserves on each locked
-# row only what is still available there (READ COMMITTED re-reads a row updated meanwhile);
-# the rows it returns are the reservations made.
-_RESERVE_MANY_PG = text(
+# PostgreSQL: every reservation of an order and its ledger rows in one statement (one
+# round trip while the rows are locked, instead of one per row and one for the ledger).
+# The rows are locked first, in id order, as every writer of stock locks them (no
+# deadlocks); the update then reserves on each locked row only what is still available
+# there (READ COMMITTED re-reads a row updated meanwhile), and the ledger gets a row for
+# each reservation made: as many rows come back as reservations succeeded.
+_RESERVE_AND_RECORD_PG = text(
     """
 WITH locked AS MATERIALIZED (
     SELECT id FROM inventory_level WHERE id = ANY(:level_ids) ORDER BY id FOR NO KEY UPDATE
+), reserved AS (
+    UPDATE inventory_level AS il
+    SET reserved = il.reserved + r.qty, updated_at = :now
+    FROM unnest(:level_ids, :qtys) AS r(id, qty)
+    WHERE il.id = r.id
+      AND il.id IN (SELECT id FROM locked)
+      AND il.on_hand - il.reserved >= r.qty
+    RETURNING il.id, il.product_id, il.warehouse_id, r.qty
 )
-UPDATE inventory_level AS il
-SET reserved = il.reserved + r.qty, updated_at = :now
-FROM unnest(:level_ids, :qtys) AS r(id, qty)
-WHERE il.id = r.id
-  AND il.id IN (SELECT id FROM locked)
-  AND il.on_hand - il.reserved >= r.qty
-RETURNING il.id
+INSERT INTO stock_movement
+    (product_id, warehouse_id, on_hand_delta, reserved_delta, reason, reference, note, actor,
+     created_at)
+SELECT product_id, warehouse_id, 0, qty, :reason, :reference, NULL, :actor, :now
+FROM reserved ORDER BY id
+RETURNING id
 """
 ).bindparams(
     bindparam("level_ids", type_=ARRAY(BigInteger)),
     bindparam("qtys", type_=ARRAY(Integer)),
     bindparam("now", type_=InventoryLevel.__table__.c.updated_at.type),
+    bindparam("reason", type_=String),
+    bindparam("reference", type_=String),
+    bindparam("actor", type_=String),
 )
 
 
@@ -351,9 +379,14 @@ class _Stock:
 
 def _stock(conn: Connection, product_ids: list[int], *, lock: bool = False) -> list[_Stock]:
     rows = (_STOCK_LOCKED if lock else _STOCK).all(conn, {"product_ids": product_ids})
-    if not rows and _ANY_WAREHOUSE.first(conn) is None:
+    return _some_stock(conn, [_Stock(*row) for row in rows])
+
+
+def _some_stock(conn: Connection, stock: list[_Stock]) -> list[_Stock]:
+    """``stock``, unless there is none because no warehouse exists at all."""
+    if not stock and _ANY_WAREHOUSE.first(conn) is None:
         raise DomainError(ErrorCode.NO_WAREHOUSE, "No warehouse is set up yet.", ["input"])
-    return [_Stock(*row) for row in rows]
+    return stock
 
 
 def _plan(demands: list[LineDemand], stock: list[_Stock]) -> AllocationPlan:
@@ -378,8 +411,10 @@ def _place_order_tx(
     that backorders locks its products and plans again, which serializes it with
     adjust_inventory and cancel_order (they lock the product too): new stock never misses a
     backorder being placed. Lock order everywhere: products, orders, stock rows. Row locks
-    are taken as late as possible: the order, its lines, allocations and ledger are written
-    before them, so they are held for the last few statements only."""
+    are taken as late as possible: the order, its lines and allocations are written before
+    them (and the ledger, which on PostgreSQL goes in the reserving statement itself), so
+    they are held for the last few statements only. The products and their stock are one
+    read."""
     conn = work.conn
     existing = _existing_order(work, cmd, fingerprint)
     if existing is not None:
@@ -395,10 +430,19 @@ def _place_order_tx(
         assert cmd.new_customer is not None
         customer_id = find_or_create_customer(conn, cmd.new_customer)
 
-    products = {
-        row.sku: row
-        for row in _PRODUCTS_BY_SKU.all(conn, {"skus": sorted({li.sku for li in cmd.lines})})
-    }
+    skus = {"skus": sorted({li.sku for li in cmd.lines})}
+    unlocked_stock: list[_Stock] = []
+    if lock_stock:
+        products = {row.sku: row for row in _PRODUCTS_BY_SKU.all(conn, skus)}
+    else:
+        # One read for the products and the stock the plan starts from.
+        rows = _PRODUCTS_WITH_STOCK.all(conn, skus)
+        products = {row.sku: row for row in rows}
+        unlocked_stock = [
+            _Stock(row.level_id, row.id, row.warehouse_id, row.available, row.priority)
+            for row in rows
+            if row.level_id is not None
+        ]
     errors: list[DomainError] = []
     for i, line in enumerate(cmd.lines):
         product = products.get(line.sku)
@@ -428,7 +472,9 @@ def _place_order_tx(
     ]
     if lock_stock:
         _LOCK_PRODUCTS.all(conn, {"ids": product_ids})
-    stock = _stock(conn, product_ids, lock=lock_stock)
+        stock = _stock(conn, product_ids, lock=True)
+    else:
+        stock = _some_stock(conn, unlocked_stock)
     plan = _plan(demands, stock)
     if plan.ok and plan.backordered and not lock_stock:
         _LOCK_PRODUCTS.all(conn, {"ids": product_ids})
@@ -509,45 +555,57 @@ def _place_order_tx(
         (level_of[key], key, qty) for key, qty in plan.reservations(demands).items()
     )
     if reservations:
-        _INSERT_MOVEMENTS.execute(
-            conn,
-            [
-                {
-                    "product_id": product_id,
-                    "warehouse_id": warehouse_id,
-                    "on_hand_delta": 0,
-                    "reserved_delta": qty,
-                    "reason": StockMovementReason.ORDER_RESERVED.value,
-                    "reference": number,
-                    "note": None,
-                    "actor": work.actor.id,
-                    "created_at": now,
-                }
-                for _, (product_id, warehouse_id), qty in reservations
-            ],
-        )
-        _reserve_all(conn, [(level_id, qty) for level_id, _, qty in reservations], now)
+        _reserve_and_record(conn, reservations, number, work.actor.id, now)
     work.record_event(order_id, OrderEventType.PLACED, None, status.value, cmd.note)
     return Order(id=order_id, **values)
 
 
-def _reserve_all(conn: Connection, reservations: list[tuple[int, int]], now: datetime) -> None:
-    """The guarded updates, in stock-row id order (no deadlocks on PostgreSQL): one
-    statement on PostgreSQL, one executemany where the driver reports its row count, else
-    one statement per row. Raises ``_StockMoved`` unless every one reserved."""
-    if conn.dialect.name == "postgresql" and len(reservations) > 1:
-        reserved = conn.execute(
-            _RESERVE_MANY_PG,
+def _reserve_and_record(
+    conn: Connection,
+    reservations: list[tuple[int, tuple[int, int], int]],
+    reference: str,
+    actor: str,
+    now: datetime,
+) -> None:
+    """Reserve ``(stock row id, (product id, warehouse id), quantity)`` for every entry, in
+    stock-row id order (no deadlocks on PostgreSQL), each with its ledger row. Raises
+    ``_StockMoved`` unless every one reserved. PostgreSQL: one statement for all of it.
+    Elsewhere: the ledger rows, then the guarded updates (one executemany where the driver
+    reports its row count, else one statement per row)."""
+    reason = StockMovementReason.ORDER_RESERVED.value
+    if conn.dialect.name == "postgresql":
+        recorded = conn.execute(
+            _RESERVE_AND_RECORD_PG,
             {
-                "level_ids": [level_id for level_id, _ in reservations],
-                "qtys": [qty for _, qty in reservations],
+                "level_ids": [level_id for level_id, _, _ in reservations],
+                "qtys": [qty for _, _, qty in reservations],
                 "now": now,
+                "reason": reason,
+                "reference": reference,
+                "actor": actor,
             },
         ).all()
-        if len(reserved) != len(reservations):
+        if len(recorded) != len(reservations):
             raise _StockMoved()
         return
-    params = [{"level_id": level_id, "qty": qty, "now": now} for level_id, qty in reservations]
+    _INSERT_MOVEMENTS.execute(
+        conn,
+        [
+            {
+                "product_id": product_id,
+                "warehouse_id": warehouse_id,
+                "on_hand_delta": 0,
+                "reserved_delta": qty,
+                "reason": reason,
+                "reference": reference,
+                "note": None,
+                "actor": actor,
+                "created_at": now,
+            }
+            for _, (product_id, warehouse_id), qty in reservations
+        ],
+    )
+    params = [{"level_id": level_id, "qty": qty, "now": now} for level_id, _, qty in reservations]
     if conn.dialect.supports_sane_multi_rowcount and len(params) > 1:
         if _RESERVE.execute(conn, params) != len(params):
             raise _StockMoved()

@@ -1,78 +1,132 @@
-"""placeOrder's reservation step on its own: every guarded update reserves, or the whole
-step reports that stock moved. On PostgreSQL all of an order's reservations are one
-statement, so the stock rows stay locked for as few round trips as possible."""
+"""placeOrder's reservation step on its own: every guarded update reserves and gets its
+ledger row, or the whole step reports that stock moved. On PostgreSQL all of an order's
+reservations and their ledger rows are one statement, so the stock rows stay locked for as
+few round trips as possible."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
 
 from db.database import Database, StatementCounter, statement_counter
-from db.models import InventoryLevel, Product, utcnow
-from db.uow import run_core
-from resolvers.orders import _reserve_all, _StockMoved
+from db.models import InventoryLevel, Product, StockMovement, utcnow
+from db.uow import CoreWork, run_core
+from resolvers.orders import _reserve_and_record, _StockMoved
 from tests import factories as f
 from tests.principals import SYSTEM
 from tests.resolvers.test_orders import level
 
+Reservation = tuple[int, tuple[int, int], int]
 
-async def _levels(db: Database, skus: list[str]) -> list[int]:
+
+async def _levels(db: Database, skus: list[str]) -> dict[str, Reservation]:
+    """A reservation of nothing yet on each product's one stock row, by SKU."""
     async with db.reader() as s:
-        ids = dict(
-            (
-                await s.execute(
-                    select(Product.sku, InventoryLevel.id).join(
-                        Product, Product.id == InventoryLevel.product_id
-                    )
+        rows = (
+            await s.execute(
+                select(
+                    Product.sku,
+                    InventoryLevel.id,
+                    InventoryLevel.product_id,
+                    InventoryLevel.warehouse_id,
+                ).join(Product, Product.id == InventoryLevel.product_id)
+            )
+        ).all()
+    return {
+        sku: (level_id, (product_id, warehouse_id), 0)
+        for sku, level_id, product_id, warehouse_id in rows
+        if sku in skus
+    }
+
+
+def _of(entry: Reservation, qty: int) -> Reservation:
+    return (entry[0], entry[1], qty)
+
+
+async def _ledger(db: Database) -> list[tuple[object, ...]]:
+    """(product id, reserved delta, reference, reason) of every ledger row of reservations."""
+    async with db.reader() as s:
+        rows = (
+            await s.execute(
+                select(
+                    StockMovement.product_id,
+                    StockMovement.reserved_delta,
+                    StockMovement.reference,
+                    StockMovement.reason,
                 )
-            ).all()
-        )
-    return sorted(ids[sku] for sku in skus)
+                .where(StockMovement.reserved_delta != 0)
+                .order_by(StockMovement.id)
+            )
+        ).all()
+    return [tuple(r) for r in rows]
 
 
 @pytest.fixture
-async def stocked(db: Database) -> list[int]:
+async def stocked(db: Database) -> list[Reservation]:
     await f.warehouse(db)
     for sku, qty in (("A", 5), ("B", 2), ("C", 9)):
         await f.product(db, sku, "1.00")
         await f.stock(db, sku, "MAIN", qty)
-    return await _levels(db, ["A", "B", "C"])
+    by_sku = await _levels(db, ["A", "B", "C"])
+    return [by_sku["A"], by_sku["B"], by_sku["C"]]
 
 
-async def _reserve(db: Database, reservations: list[tuple[int, int]]) -> int:
-    """Run the step in a transaction of its own; the statements it took."""
+async def _statements(db: Database, fn: Callable[[CoreWork], object]) -> int:
+    """Run ``fn`` in a transaction of its own; the statements it took."""
     counter = StatementCounter()
     token = statement_counter.set(counter)
     try:
-        await run_core(db, SYSTEM, lambda work: _reserve_all(work.conn, reservations, utcnow()))
+        await run_core(db, SYSTEM, fn)
     finally:
         statement_counter.reset(token)
     return counter.count
 
 
-async def test_every_row_reserves(db: Database, stocked: list[int]) -> None:
+async def _reserve(db: Database, reservations: list[Reservation], reference: str = "R") -> int:
+    return await _statements(
+        db,
+        lambda work: _reserve_and_record(
+            work.conn, sorted(reservations), reference, SYSTEM.id, utcnow()
+        ),
+    )
+
+
+async def test_every_row_reserves_with_its_ledger_row(
+    db: Database, stocked: list[Reservation], backend: str
+) -> None:
     a, b, c = stocked
-    statements = await _reserve(db, [(a, 5), (b, 1), (c, 3)])
+    before = await _ledger(db)
+    statements = await _reserve(db, [_of(a, 5), _of(b, 1), _of(c, 3)], "ORD-7")
     assert [await level(db, sku) for sku in "ABC"] == [(5, 5), (2, 1), (9, 3)]
-    # One statement on PostgreSQL; SQLite's executemany counts as one too (the rest is
-    # the transaction's own: BEGIN on SQLite's driver).
-    assert statements - await _reserve(db, []) == 1
+    assert (await _ledger(db))[len(before) :] == [
+        (a[1][0], 5, "ORD-7", "ORDER_RESERVED"),
+        (b[1][0], 1, "ORD-7", "ORDER_RESERVED"),
+        (c[1][0], 3, "ORD-7", "ORDER_RESERVED"),
+    ]
+    # PostgreSQL: one statement. SQLite: the ledger's executemany and the updates'. (The
+    # rest is the transaction's own: BEGIN on SQLite's driver.)
+    assert statements - await _statements(db, lambda _: None) == (1 if backend == "postgres" else 2)
 
 
-async def test_one_short_row_reserves_nothing(db: Database, stocked: list[int]) -> None:
+async def test_one_short_row_reserves_nothing(db: Database, stocked: list[Reservation]) -> None:
     a, b, c = stocked
+    before = await _ledger(db)
     with pytest.raises(_StockMoved):
-        await _reserve(db, [(a, 1), (b, 3), (c, 1)])  # B has 2
+        await _reserve(db, [_of(a, 1), _of(b, 3), _of(c, 1)])  # B has 2
     assert [await level(db, sku) for sku in "ABC"] == [(5, 0), (2, 0), (9, 0)]
+    assert await _ledger(db) == before
 
 
 async def test_reservations_add_up_on_rows_already_reserved(
-    db: Database, stocked: list[int]
+    db: Database, stocked: list[Reservation]
 ) -> None:
     a, b, _ = stocked
-    await _reserve(db, [(a, 2), (b, 1)])
-    await _reserve(db, [(a, 3), (b, 1)])
+    await _reserve(db, [_of(a, 2), _of(b, 1)])
+    await _reserve(db, [_of(a, 3)])
+    await _reserve(db, [_of(b, 1)])
     assert [await level(db, sku) for sku in "AB"] == [(5, 5), (2, 2)]
     with pytest.raises(_StockMoved):
-        await _reserve(db, [(a, 1), (b, 1)])
+        await _reserve(db, [_of(a, 1), _of(b, 1)])
     assert [await level(db, sku) for sku in "AB"] == [(5, 5), (2, 2)]
