@@ -123,12 +123,11 @@ def _sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) ->
 def _ping_when_idle(engine: Engine) -> None:
     """Pessimistic disconnect handling at a lower price than ``pool_pre_ping``: a pooled
     connection is pinged on checkout only when it has been idle for more than
-    ``PING_AFTER_IDLE_S``.
-    (asyncpg's ping outside a transaction is three round trips, BEGIN, ``;`` and ROLLBACK,
-    and ``pool_pre_ping`` pays them on every checkout, twice per request.) A connection in
-    steady use is known to be alive from its last use; one that sat idle across a database
-    restart fails its ping, and the pool replaces it (``DisconnectionError``) before the
-    caller sees it."""
+    ``PING_AFTER_IDLE_S`` (asyncpg's ping outside a transaction is three round trips, BEGIN,
+    ``;`` and ROLLBACK, and ``pool_pre_ping`` pays them on every checkout, twice per
+    request). A connection in steady use is known to be alive from its last use; one that
+    sat idle across a database restart fails its ping, and the pool replaces it
+    (``DisconnectionError``) before the caller sees it."""
 
     def connected(_dbapi_conn: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
@@ -213,10 +212,9 @@ class Database:
             self.write_lock = None
             self.sync_write_engine = None
             self.sync_read_engine = None
-        # (PostgreSQL's read engine is the write engine with options: it shares its events.)
-        engines = {self.write_engine.sync_engine, self.read_engine.sync_engine}
-        if not self.is_sqlite:
-            engines = {self.write_engine.sync_engine}
+        engines = [self.write_engine.sync_engine]
+        if self.is_sqlite:  # (PostgreSQL's read engine shares the write engine's events)
+            engines.append(self.read_engine.sync_engine)
         for engine in engines:
             event.listen(engine, "before_cursor_execute", _count_statement)
         for sync_engine in (self.sync_write_engine, self.sync_read_engine):
