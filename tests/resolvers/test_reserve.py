@@ -21,7 +21,7 @@ from tests.resolvers.test_orders import level
 Reservation = tuple[int, tuple[int, int], int]
 
 
-async def _levels(db: Database, skus: list[str]) -> dict[str, Reservation]:
+async def _levels(db: Database) -> dict[str, Reservation]:
     """A reservation of nothing yet on each product's one stock row, by SKU."""
     async with db.reader() as s:
         rows = (
@@ -37,7 +37,6 @@ async def _levels(db: Database, skus: list[str]) -> dict[str, Reservation]:
     return {
         sku: (level_id, (product_id, warehouse_id), 0)
         for sku, level_id, product_id, warehouse_id in rows
-        if sku in skus
     }
 
 
@@ -69,8 +68,8 @@ async def stocked(db: Database) -> list[Reservation]:
     for sku, qty in (("A", 5), ("B", 2), ("C", 9)):
         await f.product(db, sku, "1.00")
         await f.stock(db, sku, "MAIN", qty)
-    by_sku = await _levels(db, ["A", "B", "C"])
-    return [by_sku["A"], by_sku["B"], by_sku["C"]]
+    by_sku = await _levels(db)
+    return [by_sku[sku] for sku in "ABC"]
 
 
 async def _statements(db: Database, fn: Callable[[CoreWork], object]) -> int:
