@@ -88,11 +88,17 @@ class OutboxRelay:
             self._marker = asyncio.create_task(self._mark_soon(), name="outbox-mark")
 
     async def _mark_soon(self) -> None:
-        await asyncio.sleep(MARK_INTERVAL_SECONDS)
-        try:
-            await self._mark()
-        except Exception as exc:  # the sweep announces and marks them later
-            log.warning("marking events published failed: %s", exc)
+        # Until nothing is left: what is announced while a batch is being marked waits for
+        # the next batch (``_flush`` starts no second marker while this one runs).
+        while True:
+            await asyncio.sleep(MARK_INTERVAL_SECONDS)
+            try:
+                await self._mark()
+            except Exception as exc:  # the sweep announces and marks them later
+                log.warning("marking events published failed: %s", exc)
+                return
+            if not self._announced:
+                return
 
     async def _mark(self) -> None:
         batch, self._announced = self._announced, []

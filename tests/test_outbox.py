@@ -74,6 +74,43 @@ async def test_relay_announces_every_commit_at_once_and_marks_them_in_batches(
     assert len(marks) < 10
 
 
+async def test_relay_marks_what_is_announced_while_a_batch_is_being_marked(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await f.warehouse(db)
+    await f.product(db, "TEE", "19.99")
+    await f.stock(db, "TEE", "MAIN", 5)
+    marking = asyncio.Event()
+    release = asyncio.Event()
+    real_mark = outbox.mark_published  # type: ignore[attr-defined]
+
+    async def slow_first_mark(database: Database, sequences: list[int]) -> None:
+        if not marking.is_set():
+            marking.set()
+            await release.wait()
+        await real_mark(database, sequences)
+
+    monkeypatch.setattr(outbox, "mark_published", slow_first_mark)
+    hub = RecordingHub()
+    relay = OutboxRelay(db, hub, sweep_seconds=3600)  # type: ignore[arg-type]
+    db.after_commit = relay.on_commit
+    await relay.start()
+    try:
+        await f.order(db, [("TEE", 1)])
+        await asyncio.wait_for(marking.wait(), HANG_PROTECTION_SECONDS)
+        await f.order(db, [("TEE", 1)])  # announced while the first batch is being marked
+        await eventually(lambda: _announced_upto(hub, 2))
+        release.set()
+        await eventually(lambda: _all_published(db, 2))  # no further commit needed
+    finally:
+        release.set()
+        await relay.stop()
+
+
+async def _announced_upto(hub: RecordingHub, n: int) -> bool:
+    return bool(hub.announced) and hub.announced[-1] == n
+
+
 async def _all_published(db: Database, n: int) -> bool:
     return await published(db) == [True] * n
 
