@@ -25,7 +25,8 @@ _BUMP_COUNTER = (
 _BUMP_COUNTER_CORE = Prepared(_BUMP_COUNTER)
 _INSERT_EVENTS = insert(OrderEvent)
 _INSERT_EVENTS_CORE = Prepared(_INSERT_EVENTS)
-_EVENT_VALUES = (
+# An event row's columns besides its sequence.
+EVENT_COLUMNS = (
     "order_id",
     "type",
     "from_status",
@@ -48,10 +49,10 @@ _COUNTER_CTE = (
 _APPEND_ONE_EVENT = (
     insert(OrderEvent)
     .from_select(
-        ["sequence", *_EVENT_VALUES],
+        ["sequence", *EVENT_COLUMNS],
         select(
             _COUNTER_CTE.c.last_sequence,
-            *(bindparam(name, type_=OrderEvent.__table__.c[name].type) for name in _EVENT_VALUES),
+            *(bindparam(name, type_=OrderEvent.__table__.c[name].type) for name in EVENT_COLUMNS),
         ),
     )
     .returning(OrderEvent.sequence)
@@ -174,6 +175,18 @@ class CoreWork:
         note: str | None = None,
     ) -> None:
         self._events.append(_event_row(self.actor, order_id, type_, from_status, to_status, note))
+
+    def pending_event(self) -> dict[str, Any] | None:
+        """The one event recorded so far (its columns, less the sequence), for a statement
+        that appends it itself; None unless exactly one is pending. That statement must bump
+        the counter as its own last write and be the transaction's last statement (see
+        ``_APPEND_ONE_EVENT``); it reports the sequence with ``appended``."""
+        return self._events[0] if len(self._events) == 1 else None
+
+    def appended(self, sequence: int) -> None:
+        """The pending event is written, with ``sequence``: nothing is left to write."""
+        self._events = []
+        self.sequences = [sequence]
 
     def _write_events(self) -> None:
         n = len(self._events)

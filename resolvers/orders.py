@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Connection,
     Integer,
     Select,
@@ -29,6 +30,7 @@ from db.models import (
     Allocation,
     InventoryLevel,
     Order,
+    OrderEvent,
     OrderLine,
     Product,
     StockMovement,
@@ -37,7 +39,7 @@ from db.models import (
 )
 from db.prepared import Prepared
 from db.queries import Page, PageArgs, SortKey, paginate
-from db.uow import CoreWork, UnitOfWork, run_core
+from db.uow import EVENT_COLUMNS, CoreWork, UnitOfWork, run_core
 from domain import validation as v
 from domain.access import Principal, check_customer_may_cancel
 from domain.allocation import AllocationPlan, LineDemand, WarehouseRank, plan_allocation
@@ -298,12 +300,14 @@ _RESERVE = Prepared(
     )
     .values(reserved=InventoryLevel.reserved + bindparam("qty"), updated_at=bindparam("now"))
 )
-# PostgreSQL: every reservation of an order and its ledger rows in one statement (one
-# round trip while the rows are locked, instead of one per row and one for the ledger).
-# The rows are locked first, in id order, as every writer of stock locks them (no
-# deadlocks); the update then reserves on each locked row only what is still available
-# there (READ COMMITTED re-reads a row updated meanwhile), and the ledger gets a row for
-# each reservation made: as many rows come back as reservations succeeded.
+# PostgreSQL: every reservation of an order, its ledger rows and the order's event in one
+# statement, the transaction's last: the rows it locks (the stock rows, then the event
+# counter, as every writer locks them) are held for the commit's round trip only. The stock
+# rows are locked first, in id order (no deadlocks); the update then reserves on each locked
+# row only what is still available there (READ COMMITTED re-reads a row updated meanwhile),
+# and the ledger gets a row for each reservation made. Only when every reservation was made
+# (and an event is given) is the counter bumped and the event appended (see
+# db.uow._APPEND_ONE_EVENT); otherwise the caller rolls back.
 _RESERVE_AND_RECORD_PG = text(
     """
 WITH locked AS MATERIALIZED (
@@ -316,13 +320,28 @@ WITH locked AS MATERIALIZED (
       AND il.id IN (SELECT id FROM locked)
       AND il.on_hand - il.reserved >= r.qty
     RETURNING il.id, il.product_id, il.warehouse_id, r.qty
+), recorded AS (
+    INSERT INTO stock_movement
+        (product_id, warehouse_id, on_hand_delta, reserved_delta, reason, reference, note,
+         actor, created_at)
+    SELECT product_id, warehouse_id, 0, qty, :reason, :reference, NULL, :actor, :now
+    FROM reserved ORDER BY id
+    RETURNING id
+), bumped AS (
+    UPDATE event_counter SET last_sequence = last_sequence + 1
+    WHERE id = 1 AND :with_event
+      AND (SELECT count(*) FROM recorded) = cardinality(:level_ids)
+    RETURNING last_sequence
+), appended AS (
+    INSERT INTO order_event
+        (sequence, order_id, type, from_status, to_status, actor, actor_role, note,
+         occurred_at)
+    SELECT last_sequence, :e_order_id, :e_type, :e_from_status, :e_to_status, :e_actor,
+           :e_actor_role, :e_note, :e_occurred_at
+    FROM bumped
+    RETURNING sequence
 )
-INSERT INTO stock_movement
-    (product_id, warehouse_id, on_hand_delta, reserved_delta, reason, reference, note, actor,
-     created_at)
-SELECT product_id, warehouse_id, 0, qty, :reason, :reference, NULL, :actor, :now
-FROM reserved ORDER BY id
-RETURNING id
+SELECT (SELECT count(*) FROM recorded) AS recorded, (SELECT sequence FROM appended) AS sequence
 """
 ).bindparams(
     bindparam("level_ids", type_=ARRAY(BigInteger)),
@@ -331,6 +350,8 @@ RETURNING id
     bindparam("reason", type_=String),
     bindparam("reference", type_=String),
     bindparam("actor", type_=String),
+    bindparam("with_event", type_=Boolean),
+    *(bindparam(f"e_{name}", type_=OrderEvent.__table__.c[name].type) for name in EVENT_COLUMNS),
 )
 
 
@@ -412,9 +433,9 @@ def _place_order_tx(
     adjust_inventory and cancel_order (they lock the product too): new stock never misses a
     backorder being placed. Lock order everywhere: products, orders, stock rows. Row locks
     are taken as late as possible: the order, its lines and allocations are written before
-    them (and the ledger, which on PostgreSQL goes in the reserving statement itself), so
-    they are held for the last few statements only. The products and their stock are one
-    read."""
+    them, so they are held for the last few statements only; on PostgreSQL the ledger and
+    the order's event go in the reserving statement itself, which leaves only the commit's
+    round trip. The products and their stock are one read."""
     conn = work.conn
     existing = _existing_order(work, cmd, fingerprint)
     if existing is not None:
@@ -554,27 +575,30 @@ def _place_order_tx(
     reservations = sorted(
         (level_of[key], key, qty) for key, qty in plan.reservations(demands).items()
     )
-    if reservations:
-        _reserve_and_record(conn, reservations, number, work.actor.id, now)
     work.record_event(order_id, OrderEventType.PLACED, None, status.value, cmd.note)
+    if reservations:
+        _reserve_and_record(work, reservations, number, now)
     return Order(id=order_id, **values)
 
 
 def _reserve_and_record(
-    conn: Connection,
+    work: CoreWork,
     reservations: list[tuple[int, tuple[int, int], int]],
     reference: str,
-    actor: str,
     now: datetime,
 ) -> None:
     """Reserve ``(stock row id, (product id, warehouse id), quantity)`` for every entry, in
     stock-row id order (no deadlocks on PostgreSQL), each with its ledger row. Raises
-    ``_StockMoved`` unless every one reserved. PostgreSQL: one statement for all of it.
-    Elsewhere: the ledger rows, then the guarded updates (one executemany where the driver
-    reports its row count, else one statement per row)."""
+    ``_StockMoved`` unless every one reserved. PostgreSQL: one statement for all of it and
+    for the event recorded so far, if it is the only one: call it last. Elsewhere: the
+    ledger rows, then the guarded updates (one executemany where the driver reports its
+    row count, else one statement per row); the events are written at commit."""
+    conn = work.conn
+    actor = work.actor.id
     reason = StockMovementReason.ORDER_RESERVED.value
     if conn.dialect.name == "postgresql":
-        recorded = conn.execute(
+        event = work.pending_event()
+        row = conn.execute(
             _RESERVE_AND_RECORD_PG,
             {
                 "level_ids": [level_id for level_id, _, _ in reservations],
@@ -583,10 +607,15 @@ def _reserve_and_record(
                 "reason": reason,
                 "reference": reference,
                 "actor": actor,
+                "with_event": event is not None,
+                **{f"e_{name}": (event or {}).get(name) for name in EVENT_COLUMNS},
             },
-        ).all()
-        if len(recorded) != len(reservations):
+        ).one()
+        if row.recorded != len(reservations):
             raise _StockMoved()
+        if event is not None:
+            assert row.sequence is not None, "the event counter row is missing"
+            work.appended(row.sequence)
         return
     _INSERT_MOVEMENTS.execute(
         conn,

@@ -1,7 +1,7 @@
 """placeOrder's reservation step on its own: every guarded update reserves and gets its
 ledger row, or the whole step reports that stock moved. On PostgreSQL all of an order's
-reservations and their ledger rows are one statement, so the stock rows stay locked for as
-few round trips as possible."""
+reservations, their ledger rows and the order's event are one statement, the transaction's
+last, so the stock rows and the event counter stay locked for the commit's round trip only."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from db.database import Database, StatementCounter, statement_counter
-from db.models import InventoryLevel, Product, StockMovement, utcnow
+from db.models import EventCounter, InventoryLevel, OrderEvent, Product, StockMovement, utcnow
 from db.uow import CoreWork, run_core
 from resolvers.orders import _reserve_and_record, _StockMoved
 from tests import factories as f
@@ -83,13 +83,32 @@ async def _statements(db: Database, fn: Callable[[CoreWork], object]) -> int:
     return counter.count
 
 
-async def _reserve(db: Database, reservations: list[Reservation], reference: str = "R") -> int:
-    return await _statements(
-        db,
-        lambda work: _reserve_and_record(
-            work.conn, sorted(reservations), reference, SYSTEM.id, utcnow()
-        ),
-    )
+async def _reserve(
+    db: Database, reservations: list[Reservation], reference: str = "R", event_for: int = 0
+) -> int:
+    """Reserve in a transaction of its own, first recording a PLACED event for order
+    ``event_for`` if one is given; the statements it took."""
+
+    def run(work: CoreWork) -> None:
+        if event_for:
+            work.record_event(event_for, "PLACED", None, "PENDING", "via reserve")
+        _reserve_and_record(work, sorted(reservations), reference, utcnow())
+
+    return await _statements(db, run)
+
+
+async def _events(db: Database) -> tuple[int, list[tuple[object, ...]]]:
+    """The event counter and (sequence, order id, type, note) of every event."""
+    async with db.reader() as s:
+        counter = await s.scalar(select(EventCounter.last_sequence))
+        rows = (
+            await s.execute(
+                select(
+                    OrderEvent.sequence, OrderEvent.order_id, OrderEvent.type, OrderEvent.note
+                ).order_by(OrderEvent.sequence)
+            )
+        ).all()
+    return counter or 0, [tuple(r) for r in rows]
 
 
 async def test_every_row_reserves_with_its_ledger_row(
@@ -129,3 +148,37 @@ async def test_reservations_add_up_on_rows_already_reserved(
     with pytest.raises(_StockMoved):
         await _reserve(db, [_of(a, 1), _of(b, 1)])
     assert [await level(db, sku) for sku in "AB"] == [(5, 5), (2, 2)]
+
+
+async def test_the_recorded_event_is_appended_in_the_same_statement_on_postgres(
+    db: Database, stocked: list[Reservation], backend: str
+) -> None:
+    a, b, _ = stocked
+    order = await f.order(db, [("C", 1)])
+    counter, events = await _events(db)
+    with_event = await _reserve(db, [_of(a, 2), _of(b, 1)], "ORD-9", event_for=order.id)
+    without = await _reserve(db, [_of(a, 1), _of(b, 1)], "ORD-9")
+    # The event is there, with the next sequence, whichever statement wrote it.
+    assert await _events(db) == (
+        counter + 1,
+        [*events, (counter + 1, order.id, "PLACED", "via reserve")],
+    )
+    assert [await level(db, sku) for sku in "AB"] == [(5, 3), (2, 2)]
+    # PostgreSQL: the event costs no statement of its own (SQLite: the counter's and the
+    # event's, at commit).
+    assert with_event - without == (0 if backend == "postgres" else 2)
+
+
+async def test_no_event_and_no_sequence_when_stock_moved(
+    db: Database, stocked: list[Reservation]
+) -> None:
+    a, b, _ = stocked
+    order = await f.order(db, [("C", 1)])
+    before = await _events(db)
+    with pytest.raises(_StockMoved):
+        await _reserve(db, [_of(a, 1), _of(b, 3)], event_for=order.id)  # B has 2
+    assert await _events(db) == before
+    assert [await level(db, sku) for sku in "AB"] == [(5, 0), (2, 0)]
+    # The next event gets the next sequence: none was used up.
+    await _reserve(db, [_of(a, 1)], event_for=order.id)
+    assert (await _events(db))[0] == before[0] + 1
