@@ -35,6 +35,11 @@ class BenchSettings:
     seed_orders: int = 200
     read_orders: int = 60  # orders of exactly 3 lines, placed before the servers start
     postgres_workers: int = 2
+    # placeOrder on 1 and on 2 PostgreSQL processes, in alternating windows (see
+    # bench.scenarios.scale_out).
+    scale_out_rounds: int = 3
+    scale_out_warmup_s: float = 1.0
+    scale_out_window_s: float = 6.0
     postgres_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/ordergraph_bench"
     redis_url: str = "redis://127.0.0.1:6379/5"
     server_log_level: str = "warning"  # uvicorn's access log (INFO) would be timed too
@@ -55,4 +60,7 @@ QUICK = replace(
     floor_duration_s=2.0,
     sql_samples=1,
     seed_orders=30,
+    scale_out_rounds=1,
+    scale_out_warmup_s=0.5,
+    scale_out_window_s=2.0,
 )

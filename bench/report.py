@@ -118,17 +118,20 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
 
     threshold = f">= {SCALE_OUT} x 1 process"
-    two = _scenario(results, "postgres", "place")
-    one = _scenario(results, "postgres", "place_1_process")
-    if two and one and one.get("orders_per_s"):
-        ratio = round(two["orders_per_s"] / one["orders_per_s"], 3)
-        detail = f"{two['orders_per_s']} vs {one['orders_per_s']} orders/s"
-        bound = machine_bound(two, one, results.get("machine", {}).get("cores"))
-        if bound is not None:
+    scale = _scenario(results, "postgres", "place_scale_out")
+    if scale and scale.get("ratio") is not None:
+        ratio = scale["ratio"]
+        rounds = ", ".join(_num(r["ratio"], 2) for r in scale["rounds"])
+        detail = (
+            f"median of {len(scale['rounds'])} alternating rounds ({rounds}): "
+            f"{scale['two_processes_orders_per_s']} vs {scale['one_process_orders_per_s']} "
+            "orders/s"
+        )
+        if scale.get("machine_bound_ratio") is not None:
             detail += (
-                f"; at the CPU per order measured with 2 processes (servers, PostgreSQL, "
-                f"load and other processes together), this machine's {bound['cores']} cores "
-                f"allow at most {bound['orders_per_s']} orders/s = {bound['ratio']} x 1 process"
+                "; at the CPU per order measured with 2 processes (servers, PostgreSQL, load "
+                "and other processes together), this machine's cores allow at most "
+                f"{scale['machine_bound_ratio']} x 1 process"
             )
         targets.append(
             _target(
@@ -143,24 +146,6 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         reason = results["backends"].get("postgres", {}).get("skipped", "no result")
         targets.append(_missing("place scale-out, PostgreSQL+Redis", threshold, reason))
     return targets
-
-
-def machine_bound(
-    two: dict[str, Any], one: dict[str, Any], cores: int | None
-) -> dict[str, Any] | None:
-    """The most orders per second the machine's cores allow at the CPU per order measured in
-    the 2-process run (everything that ran, not just the servers), as a ratio to the
-    1-process run: when the servers, PostgreSQL and the load generator share the cores, a
-    second server process can only use what the others leave."""
-    busy, rate = two.get("machine_cpu_cores"), two.get("orders_per_s")
-    if not busy or not rate or not cores or not one.get("orders_per_s"):
-        return None
-    limit = rate * cores / busy
-    return {
-        "cores": cores,
-        "orders_per_s": round(limit, 1),
-        "ratio": round(limit / one["orders_per_s"], 2),
-    }
 
 
 # The table --------------------------------------------------------------------------------
@@ -229,8 +214,42 @@ def _rows(backend: str, name: str, r: dict[str, Any]) -> list[list[str]]:
                 f"c={r['concurrency']}{_cpu(r)}{_split(r)} {failed}".strip(),
             ]
         ]
+    if name == "place_scale_out":
+        rows: list[list[str]] = []
+        for i, rnd in enumerate(r["rounds"], 1):
+            for key, label in (("one", "1 process"), ("two", "2 processes")):
+                w = rnd[key]
+                rows.append(
+                    [
+                        backend,
+                        f"  place {label}" if rows else f"place {label}",
+                        f"{_num(w['orders_per_s'])} orders/s",
+                        _ms(w["latency_ms"], "p50"),
+                        _ms(w["latency_ms"], "p99"),
+                        "",
+                        _num(rnd["ratio"], 2) if key == "two" else "",
+                        f"round {i}{_cpu(w)}{_split(w)}"
+                        + (f", {w['failed']} failed" if w["failed"] else ""),
+                    ]
+                )
+        rows.append(
+            [
+                backend,
+                "  scale-out",
+                f"{_num(r['two_processes_orders_per_s'])} vs "
+                f"{_num(r['one_process_orders_per_s'])} orders/s",
+                "",
+                "",
+                "",
+                _num(r["ratio"], 2),
+                f"median of {len(r['rounds'])} alternating rounds of {r['window_s']} s, "
+                f"c={r['concurrency']}, {_consistency(r)}; machine allows "
+                f"{_num(r.get('machine_bound_ratio'), 2)} x 1 process",
+            ]
+        )
+        return rows
     if name.startswith("place"):
-        label = "place (1 process)" if name == "place_1_process" else "place"
+        label = "place"
         sessions = r.get("postgres_sessions") or {}
         waits = (
             f", PG sessions waiting on locks {sessions['waiting_on_locks']}"

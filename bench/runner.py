@@ -12,6 +12,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from bench.config import BenchSettings
 from bench.data import PrepareError, prepare, probe_services
 from bench.report import evaluate_targets, render_table
-from bench.scenarios import SCENARIO_RUNNERS, Context, LoadError, loadavg
+from bench.scenarios import SCENARIO_RUNNERS, Context, LoadError, loadavg, scale_out
 from bench.servers import Server, ServerError, start_server
 from bench.system import git_commit, machine, raise_file_limit
 
@@ -66,13 +67,15 @@ def scan_logs(workdir: Path, backend: str) -> dict[str, Any]:
     return found
 
 
-def _run_scenario(name: str, ctx: Context) -> dict[str, Any]:
+def _run_scenario(
+    name: str, ctx: Context, runner: Callable[[Context], dict[str, Any]] | None = None
+) -> dict[str, Any]:
     load_before = loadavg()
     say(f"{ctx.backend}: {name} (load average {load_before})")
     ctx.server.new_log_lines()  # what came before belongs to other scenarios
     started = time.monotonic()
     try:
-        result = SCENARIO_RUNNERS[name](ctx)
+        result = (runner or SCENARIO_RUNNERS[name])(ctx)
     except (LoadError, ServerError, PrepareError, OSError, ValueError, KeyError) as exc:
         say(f"{ctx.backend}: {name} failed: {exc}")
         result = {"error": str(exc), "traceback": traceback.format_exc(limit=5)}
@@ -141,29 +144,24 @@ def run_backend(
             log_level=settings.server_log_level,
         )
 
-    try:
-        if plan_.name == "postgres" and "place" in scenarios and plan_.workers > 1:
-            # The same scenario on one process, for the scale-out ratio.
-            server = start(1, f"{plan_.name}-1proc")
-            try:
-                ctx = Context(
-                    plan_.name,
-                    plan_.database_url,
-                    plan_.broadcast_url,
-                    settings,
-                    dataset,
-                    server,
-                    workdir,
-                )
-                out["scenarios"]["place_1_process"] = _run_scenario("place", ctx)
-            finally:
-                server.stop()
-        label = f"{plan_.name}-{plan_.workers}proc"
-        server = start(plan_.workers, label)
-        ctx = Context(
+    def context(server: Server) -> Context:
+        return Context(
             plan_.name, plan_.database_url, plan_.broadcast_url, settings, dataset, server, workdir
         )
+
+    try:
+        label = f"{plan_.name}-{plan_.workers}proc"
+        ctx = context(start(plan_.workers, label))
         try:
+            if plan_.name == "postgres" and "place" in scenarios and plan_.workers > 1:
+                # placeOrder on one process too, alternating with these, for the ratio.
+                one = context(start(1, f"{plan_.name}-1proc"))
+                try:
+                    out["scenarios"]["place_scale_out"] = _run_scenario(
+                        "place_scale_out", ctx, lambda two: scale_out(one, two)
+                    )
+                finally:
+                    one.server.stop()
             for name in scenarios:
                 _ensure_server(ctx, plan_, label)
                 out["scenarios"][name] = _run_scenario(name, ctx)

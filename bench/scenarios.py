@@ -236,6 +236,86 @@ def place(ctx: Context) -> dict[str, Any]:
     }
 
 
+def machine_bound(
+    two: dict[str, Any], one_rate: float | None, cores: int | None
+) -> dict[str, Any] | None:
+    """The most orders per second the machine's cores allow at the CPU per order measured
+    with 2 processes (everything that ran, not just the servers), as a ratio to the
+    1-process rate: when the servers, PostgreSQL and the load generator share the cores, a
+    second server process can only use what the others leave."""
+    busy, rate = two.get("machine_cpu_cores"), two.get("orders_per_s")
+    if not busy or not rate or not cores or not one_rate:
+        return None
+    limit = rate * cores / busy
+    return {"cores": cores, "orders_per_s": round(limit, 1), "ratio": round(limit / one_rate, 2)}
+
+
+def scale_out(one: Context, two: Context) -> dict[str, Any]:
+    """``placeOrder`` on one server process and on two, in alternating windows, on servers
+    that run side by side on the same database and broadcast (the idle one only hears the
+    other's announcements). The VM's speed drifts by tens of percent within minutes, so one
+    window of each a minute apart measured the drift as much as the processes; the ratio is
+    the median of the rounds' ratios, each from two adjacent windows."""
+    s = one.settings
+    before = max_order_id(one.database_url)
+    rounds: list[dict[str, Any]] = []
+    ok_total, problems = 0, []
+    for _ in range(s.scale_out_rounds):
+        pair: dict[str, Any] = {}
+        for label, ctx in (("one", one), ("two", two)):
+            result = _http(
+                ctx,
+                [["place", 1]],
+                s.place_concurrency,
+                warmup=s.scale_out_warmup_s,
+                duration=s.scale_out_window_s,
+            )
+            p = _kind(result, "place")
+            ok_total += p["ok_total"]
+            if p["distinct_orders"] != p["ok_total"]:
+                problems.append(
+                    f"{p['ok_total']} successful responses named only {p['distinct_orders']} orders"
+                )
+            pair[label] = {
+                "orders_per_s": p["rate"],
+                "latency_ms": p["latency_ms"],
+                "failed": p["failed_total"],
+                "failures": p["failures"],
+                **_server_use(result),
+            }
+        pair["ratio"] = _ratio(pair["two"]["orders_per_s"], pair["one"]["orders_per_s"])
+        pair["machine_bound"] = machine_bound(
+            pair["two"], pair["one"]["orders_per_s"], os.cpu_count()
+        )
+        rounds.append(pair)
+    consistency = check_consistency(one.database_url, before, ok_total)
+    if problems:
+        consistency["ok"] = False
+        consistency["problems"].extend(problems)
+    bounds = [r["machine_bound"]["ratio"] for r in rounds if r["machine_bound"]]
+    return {
+        "rounds": rounds,
+        "one_process_orders_per_s": median([r["one"]["orders_per_s"] for r in rounds]),
+        "two_processes_orders_per_s": median([r["two"]["orders_per_s"] for r in rounds]),
+        "ratio": median([r["ratio"] for r in rounds if r["ratio"] is not None]),
+        "machine_bound_ratio": median(bounds),
+        "failed": sum(r[k]["failed"] for r in rounds for k in ("one", "two")),
+        "window_s": s.scale_out_window_s,
+        "concurrency": s.place_concurrency,
+        "consistency": consistency,
+    }
+
+
+def median(values: list[float]) -> float | None:
+    """The median (the mean of the middle two for an even count); None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    value = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return round(value, 3)
+
+
 def sql_statements(ctx: Context) -> dict[str, Any]:
     """A short, separate run with ORDERGRAPH_DEBUG=1: SQL statements per request, from
     ``extensions.debug.sqlStatements`` (never measured in the timed runs)."""
