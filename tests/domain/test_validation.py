@@ -168,6 +168,15 @@ def test_text_rejects_control_characters(value: str) -> None:
     assert "control characters" in error.message
 
 
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=30))
+def test_text_refuses_exactly_the_control_characters_but_tab_and_newline(value: str) -> None:
+    controls = any(ord(c) < 32 and c not in "\t\n" for c in value)
+    errors = v.text("x" + value, ["input", "note"], max_length=100)
+    assert bool(errors) == controls
+    if controls:
+        assert "control characters" in errors[0].message
+
+
 @pytest.mark.parametrize("value", ["tab\there", "two\nlines", "naïve café ☕"])
 def test_text_allows_tabs_newlines_and_unicode(value: str) -> None:
     assert v.text(value, ["input", "note"], max_length=100) == []
