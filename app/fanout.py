@@ -31,11 +31,12 @@ import asyncio
 import contextvars
 import json
 import struct
+import weakref
 from collections.abc import AsyncIterable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from graphql import ExecutionResult
+from graphql import ExecutionResult, GraphQLResolveInfoHelpers
 from starlette.types import Message, Send
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -59,11 +60,42 @@ ShareKey = tuple[int, str]
 Outcome = ExecutionResult | asyncio.Future[ExecutionResult]
 
 
+def weak_async_helpers(executor: Any) -> GraphQLResolveInfoHelpers:
+    """``executor``'s resolver helpers (``info.async_helpers``) without a reference to it.
+
+    graphql-core makes them of the executor's bound methods and keeps them on the executor:
+    a reference cycle in every operation, so the executor and everything it reaches (the
+    request, its context and loaders, the variables, the result) outlived the request
+    until the cyclic collector came by. Under load that was about 40 objects a request and
+    one young-generation collection of tens of milliseconds, holding up every request,
+    several times a second."""
+    ref = weakref.ref(executor)
+
+    def live() -> Any:
+        found = ref()
+        if found is None:
+            raise RuntimeError("the operation's executor is gone")
+        return found
+
+    def gather(values: Any) -> Any:
+        return live().gather_async_work(values)
+
+    def track(values: Any) -> None:
+        live().track_async_work(values)
+
+    return GraphQLResolveInfoHelpers(gather=gather, track=track)
+
+
 class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
     """A graphql-core executor whose per-event executions are shared between subscribers
-    of the same operation and variables."""
+    of the same operation and variables, and which is freed as soon as its operation is
+    done (``weak_async_helpers``)."""
 
     _key: ShareKey | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.async_helpers = weak_async_helpers(self)
 
     def share_key(self) -> ShareKey:
         if self._key is None:
@@ -82,7 +114,7 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
         found = results.get(key)
         if found is not None:
             return found[1]
-        executor = super().build_per_event_executor(payload)
+        executor = self._per_event_copy(payload)
         executed: Any = executor.execute_operation(None)
         # A pending result gets its own task: a subscriber that leaves must not cancel the
         # others' result.
@@ -92,9 +124,16 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
         results[key] = (self.operation, outcome)  # the entry keeps the operation (and id) alive
         return outcome
 
+    def _per_event_copy(self, payload: Any) -> Any:
+        """graphql-core's copy of this executor for one event, with helpers of its own (a
+        shallow copy would share this executor's, which do not keep it alive)."""
+        executor = super().build_per_event_executor(payload)
+        executor.async_helpers = weak_async_helpers(executor)
+        return executor
+
     def build_per_event_executor(self, payload: Any) -> Any:
         if not hasattr(payload, "__dict__"):  # a payload we cannot annotate: as usual
-            return super().build_per_event_executor(payload)
+            return self._per_event_copy(payload)
         # No executor copy at all: graphql-core only calls execute_operation() on it, and
         # copying an executor (what the base class does) costs more than the rest.
         return _SharedResult(self.shared_outcome(payload))

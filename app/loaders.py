@@ -6,7 +6,7 @@ connection (about 5 KB when all eight were made up front)."""
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, partial
 
 from strawberry.dataloader import DataLoader
 
@@ -25,55 +25,67 @@ from resolvers.loaders import load_by_id, load_grouped
 
 
 class Loaders:
+    """The batch functions get the database, not the ``Loaders``: a function holding the
+    ``Loaders`` that holds it would make a reference cycle, and every request's loaders,
+    with all they cached, would wait for the cyclic garbage collector."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
     @cached_property
     def order_by_id(self) -> DataLoader[int, Order | None]:
-        return DataLoader(lambda keys: load_by_id(self.db, Order, keys))
+        return DataLoader(partial(load_by_id, self.db, Order))
 
     @cached_property
     def customer_by_id(self) -> DataLoader[int, Customer | None]:
-        return DataLoader(lambda keys: load_by_id(self.db, Customer, keys))
+        return DataLoader(partial(load_by_id, self.db, Customer))
 
     @cached_property
     def product_by_id(self) -> DataLoader[int, Product | None]:
-        return DataLoader(lambda keys: load_by_id(self.db, Product, keys))
+        return DataLoader(partial(load_by_id, self.db, Product))
 
     @cached_property
     def warehouse_by_id(self) -> DataLoader[int, Warehouse | None]:
-        return DataLoader(lambda keys: load_by_id(self.db, Warehouse, keys))
+        return DataLoader(partial(load_by_id, self.db, Warehouse))
 
     @cached_property
     def order_lines_by_order_id(self) -> DataLoader[int, list[OrderLine]]:
         return DataLoader(
-            lambda keys: load_grouped(self.db, OrderLine, OrderLine.order_id, keys, [OrderLine.id])
+            partial(load_grouped, self.db, OrderLine, OrderLine.order_id, order_by=[OrderLine.id])
         )
 
     @cached_property
     def allocations_by_order_line_id(self) -> DataLoader[int, list[Allocation]]:
         return DataLoader(
-            lambda keys: load_grouped(
-                self.db, Allocation, Allocation.order_line_id, keys, [Allocation.id]
+            partial(
+                load_grouped,
+                self.db,
+                Allocation,
+                Allocation.order_line_id,
+                order_by=[Allocation.id],
             )
         )
 
     @cached_property
     def inventory_levels_by_product_id(self) -> DataLoader[int, list[InventoryLevel]]:
         return DataLoader(
-            lambda keys: load_grouped(
+            partial(
+                load_grouped,
                 self.db,
                 InventoryLevel,
                 InventoryLevel.product_id,
-                keys,
-                [InventoryLevel.warehouse_id],
+                order_by=[InventoryLevel.warehouse_id],
             )
         )
 
     @cached_property
     def order_events_by_order_id(self) -> DataLoader[int, list[OrderEvent]]:
         return DataLoader(
-            lambda keys: load_grouped(
-                self.db, OrderEvent, OrderEvent.order_id, keys, [OrderEvent.sequence]
+            partial(
+                load_grouped,
+                self.db,
+                OrderEvent,
+                OrderEvent.order_id,
+                order_by=[OrderEvent.sequence],
             )
         )
