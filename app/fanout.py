@@ -36,7 +36,7 @@ from collections.abc import AsyncIterable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from graphql import ExecutionResult, GraphQLResolveInfoHelpers
+from graphql import ExecutionResult, GraphQLResolveInfoHelpers, OperationType
 from starlette.types import Message, Send
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -88,14 +88,18 @@ def weak_async_helpers(executor: Any) -> GraphQLResolveInfoHelpers:
 
 class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
     """A graphql-core executor whose per-event executions are shared between subscribers
-    of the same operation and variables, and which is freed as soon as its operation is
-    done (``weak_async_helpers``)."""
+    of the same operation and variables, and which a query or mutation leaves to be freed
+    as soon as it is done (``weak_async_helpers``)."""
 
     _key: ShareKey | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.async_helpers = weak_async_helpers(self)
+        # A subscription keeps its executor for its whole life anyway: graphql-core's own
+        # helpers there (smaller: every idle subscriber holds them), and its per-event
+        # copies share them, as graphql-core means them to.
+        if self.operation.operation is not OperationType.SUBSCRIPTION:
+            self.async_helpers = weak_async_helpers(self)
 
     def share_key(self) -> ShareKey:
         if self._key is None:
@@ -114,7 +118,7 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
         found = results.get(key)
         if found is not None:
             return found[1]
-        executor = self._per_event_copy(payload)
+        executor = super().build_per_event_executor(payload)
         executed: Any = executor.execute_operation(None)
         # A pending result gets its own task: a subscriber that leaves must not cancel the
         # others' result.
@@ -124,16 +128,9 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
         results[key] = (self.operation, outcome)  # the entry keeps the operation (and id) alive
         return outcome
 
-    def _per_event_copy(self, payload: Any) -> Any:
-        """graphql-core's copy of this executor for one event, with helpers of its own (a
-        shallow copy would share this executor's, which do not keep it alive)."""
-        executor = super().build_per_event_executor(payload)
-        executor.async_helpers = weak_async_helpers(executor)
-        return executor
-
     def build_per_event_executor(self, payload: Any) -> Any:
         if not hasattr(payload, "__dict__"):  # a payload we cannot annotate: as usual
-            return self._per_event_copy(payload)
+            return super().build_per_event_executor(payload)
         # No executor copy at all: graphql-core only calls execute_operation() on it, and
         # copying an executor (what the base class does) costs more than the rest.
         return _SharedResult(self.shared_outcome(payload))

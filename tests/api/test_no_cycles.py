@@ -78,17 +78,23 @@ def test_the_helpers_call_the_executor_without_keeping_it() -> None:
         helpers.gather([])
 
 
-def test_a_per_event_copy_has_helpers_of_its_own() -> None:
+def test_only_subscriptions_keep_graphql_cores_helpers() -> None:
+    """A subscription's executor lives as long as the subscription: there graphql-core's
+    own (smaller) helpers stay, and its per-event copies share them."""
     from graphql import parse
 
     from app.main import make_schema
 
-    schema = make_schema()
-    executor = SharedEventExecution.build(
-        schema._schema, parse("subscription { orderEvents { sequence } }")
+    schema = make_schema()._schema
+    query = SharedEventExecution.build(schema, parse("{ __typename }"))
+    subscription = SharedEventExecution.build(
+        schema, parse("subscription { orderEvents { sequence } }")
     )
-    assert isinstance(executor, SharedEventExecution)
-    copy = executor.build_per_event_executor(object())  # a payload it cannot annotate
-    assert copy.async_helpers is not executor.async_helpers
-    del executor  # the subscription's executor gone: the copy's helpers still work
-    copy.async_helpers.track([1])
+    assert isinstance(query, SharedEventExecution)
+    assert isinstance(subscription, SharedEventExecution)
+    assert getattr(subscription.async_helpers.track, "__self__", None) is subscription
+    assert getattr(query.async_helpers.track, "__self__", None) is None
+    helpers = query.async_helpers
+    del query  # nothing holds the executor of a finished query
+    with pytest.raises(RuntimeError, match="executor is gone"):
+        helpers.track([])
