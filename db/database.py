@@ -129,10 +129,7 @@ def _ping_when_idle(engine: Engine) -> None:
     sat idle across a database restart fails its ping, and the pool replaces it
     (``DisconnectionError``) before the caller sees it."""
 
-    def connected(_dbapi_conn: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    def checkin(_dbapi_conn: Any, record: Any) -> None:
+    def idle_from_now(_dbapi_conn: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
 
     def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
@@ -143,8 +140,8 @@ def _ping_when_idle(engine: Engine) -> None:
         except Exception as exc:
             raise DisconnectionError(f"connection failed its ping: {exc}") from exc
 
-    event.listen(engine, "connect", connected)
-    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "connect", idle_from_now)
+    event.listen(engine, "checkin", idle_from_now)
     event.listen(engine, "checkout", checkout)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import pytest
 from sqlalchemy import select
@@ -33,6 +34,21 @@ async def published(db: Database) -> list[bool]:
         return [value is not None for value in rows.scalars()]
 
 
+async def started_relay(db: Database) -> tuple[OutboxRelay, RecordingHub]:
+    """A running relay on ``db`` announcing to a ``RecordingHub`` (no sweep meanwhile)."""
+    hub = RecordingHub()
+    relay = OutboxRelay(db, hub, sweep_seconds=3600)  # type: ignore[arg-type]
+    db.after_commit = relay.on_commit
+    await relay.start()
+    return relay, hub
+
+
+async def _stock_tee(db: Database, units: int) -> None:
+    await f.warehouse(db)
+    await f.product(db, "TEE", "19.99")
+    await f.stock(db, "TEE", "MAIN", units)
+
+
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
     deadline = asyncio.get_running_loop().time() + HANG_PROTECTION_SECONDS
     while not await check():
@@ -43,9 +59,7 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
 async def test_relay_announces_every_commit_at_once_and_marks_them_in_batches(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await f.warehouse(db)
-    await f.product(db, "TEE", "19.99")
-    await f.stock(db, "TEE", "MAIN", 100)
+    await _stock_tee(db, 100)
     marks: list[list[int]] = []
     real_mark = outbox.mark_published  # type: ignore[attr-defined]
 
@@ -54,18 +68,12 @@ async def test_relay_announces_every_commit_at_once_and_marks_them_in_batches(
         await real_mark(database, sequences)
 
     monkeypatch.setattr(outbox, "mark_published", counting_mark)
-    hub = RecordingHub()
-    relay = OutboxRelay(db, hub, sweep_seconds=3600)  # type: ignore[arg-type]
-    db.after_commit = relay.on_commit
-    await relay.start()
+    relay, hub = await started_relay(db)
     try:
         for n in range(1, 11):
             await f.order(db, [("TEE", 1)], email=f"c{n}@example.com")
-
-            async def announced(n: int = n) -> bool:
-                return bool(hub.announced) and hub.announced[-1] == n
-
-            await eventually(announced)  # before the next order: no waiting for a batch
+            # Before the next order: no waiting for a batch.
+            await eventually(partial(_announced_upto, hub, n))
         # Ten orders in well under MARK_INTERVAL_SECONDS each: far fewer marking transactions.
         await eventually(lambda: _all_published(db, 10))
     finally:
@@ -77,9 +85,7 @@ async def test_relay_announces_every_commit_at_once_and_marks_them_in_batches(
 async def test_relay_marks_what_is_announced_while_a_batch_is_being_marked(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await f.warehouse(db)
-    await f.product(db, "TEE", "19.99")
-    await f.stock(db, "TEE", "MAIN", 5)
+    await _stock_tee(db, 5)
     marking = asyncio.Event()
     release = asyncio.Event()
     real_mark = outbox.mark_published  # type: ignore[attr-defined]
@@ -91,10 +97,7 @@ async def test_relay_marks_what_is_announced_while_a_batch_is_being_marked(
         await real_mark(database, sequences)
 
     monkeypatch.setattr(outbox, "mark_published", slow_first_mark)
-    hub = RecordingHub()
-    relay = OutboxRelay(db, hub, sweep_seconds=3600)  # type: ignore[arg-type]
-    db.after_commit = relay.on_commit
-    await relay.start()
+    relay, hub = await started_relay(db)
     try:
         await f.order(db, [("TEE", 1)])
         await asyncio.wait_for(marking.wait(), HANG_PROTECTION_SECONDS)
@@ -116,13 +119,8 @@ async def _all_published(db: Database, n: int) -> bool:
 
 
 async def test_relay_marks_what_it_announced_when_it_stops(db: Database) -> None:
-    await f.warehouse(db)
-    await f.product(db, "TEE", "19.99")
-    await f.stock(db, "TEE", "MAIN", 5)
-    hub = RecordingHub()
-    relay = OutboxRelay(db, hub, sweep_seconds=3600)  # type: ignore[arg-type]
-    db.after_commit = relay.on_commit
-    await relay.start()
+    await _stock_tee(db, 5)
+    relay, hub = await started_relay(db)
     await f.order(db, [("TEE", 1)])
     await eventually(lambda: _announced(hub))
     await relay.stop()  # before the batch interval is over

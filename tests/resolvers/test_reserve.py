@@ -6,9 +6,10 @@ last, so the stock rows and the event counter stay locked for the commit's round
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Executable, select
 
 from db.database import Database, StatementCounter, statement_counter
 from db.models import EventCounter, InventoryLevel, OrderEvent, Product, StockMovement, utcnow
@@ -21,19 +22,19 @@ from tests.resolvers.test_orders import level
 Reservation = tuple[int, tuple[int, int], int]
 
 
+async def _rows(db: Database, stmt: Executable) -> list[tuple[Any, ...]]:
+    async with db.reader() as s:
+        return [tuple(r) for r in await s.execute(stmt)]
+
+
 async def _levels(db: Database) -> dict[str, Reservation]:
     """A reservation of nothing yet on each product's one stock row, by SKU."""
-    async with db.reader() as s:
-        rows = (
-            await s.execute(
-                select(
-                    Product.sku,
-                    InventoryLevel.id,
-                    InventoryLevel.product_id,
-                    InventoryLevel.warehouse_id,
-                ).join(Product, Product.id == InventoryLevel.product_id)
-            )
-        ).all()
+    rows = await _rows(
+        db,
+        select(
+            Product.sku, InventoryLevel.id, InventoryLevel.product_id, InventoryLevel.warehouse_id
+        ).join(Product, Product.id == InventoryLevel.product_id),
+    )
     return {
         sku: (level_id, (product_id, warehouse_id), 0)
         for sku, level_id, product_id, warehouse_id in rows
@@ -46,20 +47,17 @@ def _of(entry: Reservation, qty: int) -> Reservation:
 
 async def _ledger(db: Database) -> list[tuple[object, ...]]:
     """(product id, reserved delta, reference, reason) of every ledger row of reservations."""
-    async with db.reader() as s:
-        rows = (
-            await s.execute(
-                select(
-                    StockMovement.product_id,
-                    StockMovement.reserved_delta,
-                    StockMovement.reference,
-                    StockMovement.reason,
-                )
-                .where(StockMovement.reserved_delta != 0)
-                .order_by(StockMovement.id)
-            )
-        ).all()
-    return [tuple(r) for r in rows]
+    return await _rows(
+        db,
+        select(
+            StockMovement.product_id,
+            StockMovement.reserved_delta,
+            StockMovement.reference,
+            StockMovement.reason,
+        )
+        .where(StockMovement.reserved_delta != 0)
+        .order_by(StockMovement.id),
+    )
 
 
 @pytest.fixture
@@ -99,16 +97,14 @@ async def _reserve(
 
 async def _events(db: Database) -> tuple[int, list[tuple[object, ...]]]:
     """The event counter and (sequence, order id, type, note) of every event."""
-    async with db.reader() as s:
-        counter = await s.scalar(select(EventCounter.last_sequence))
-        rows = (
-            await s.execute(
-                select(
-                    OrderEvent.sequence, OrderEvent.order_id, OrderEvent.type, OrderEvent.note
-                ).order_by(OrderEvent.sequence)
-            )
-        ).all()
-    return counter or 0, [tuple(r) for r in rows]
+    [(counter,)] = await _rows(db, select(EventCounter.last_sequence))
+    events = await _rows(
+        db,
+        select(OrderEvent.sequence, OrderEvent.order_id, OrderEvent.type, OrderEvent.note).order_by(
+            OrderEvent.sequence
+        ),
+    )
+    return counter, events
 
 
 async def test_every_row_reserves_with_its_ledger_row(
