@@ -86,14 +86,32 @@ def weak_async_helpers(executor: Any) -> GraphQLResolveInfoHelpers:
     return GraphQLResolveInfoHelpers(gather=gather, track=track)
 
 
+#: Every attribute graphql-core's and Strawberry's executors set (graphql-core 3.3): more
+#: than CPython shares in an instance dictionary's keys (30), so each executor had a
+#: dictionary of its own (1.6 KB; slots take 0.3 KB), and every idle subscriber keeps its
+#: executor. One they add later goes to the instance dictionary, as before
+#: (tests/api/test_websocket_memory.py notices).
+EXECUTOR_ATTRIBUTES = (
+    *("schema", "fragment_definitions", "fragments", "root_value", "context_value"),
+    *("operation", "variable_values", "field_resolver", "type_resolver"),
+    *("subscribe_field_resolver", "enable_early_execution", "hide_suggestions"),
+    *("abort_signal", "hooks", "async_helpers", "middleware_manager", "error_propagation"),
+    *("is_awaitable", "is_async_iterable", "collected_errors", "pending_incremental_futures"),
+    *("background_futures", "async_work_finished_hook_task", "_relevant_sub_fields"),
+    *("_stream_usages", "defer_usage_set", "groups", "tasks", "streams"),
+    *("_initial_execution_plans", "_deferred_execution_plans", "operation_extensions"),
+)
+
+
 class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
     """A graphql-core executor whose per-event executions are shared between subscribers
     of the same operation and variables, and which a query or mutation leaves to be freed
     as soon as it is done (``weak_async_helpers``)."""
 
-    _key: ShareKey | None = None
+    __slots__ = (*EXECUTOR_ATTRIBUTES, "_key")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._key: ShareKey | None = None
         super().__init__(*args, **kwargs)
         # A subscription keeps its executor for its whole life anyway: graphql-core's own
         # helpers there (smaller: every idle subscriber holds them), and its per-event

@@ -13,7 +13,7 @@ from typing import Any, cast
 from graphql import GraphQLError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, StrawberryGraphQLError
@@ -46,7 +46,7 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 _ws_sessions: contextvars.ContextVar[list[Session] | None] = contextvars.ContextVar(
     "ws_sessions", default=None
 )
-# The ASGI send of the WebSocket connection being served, kept by KeepWebSocketSend (for
+# The ASGI send of the WebSocket connection being served, as the view received it (for
 # direct delivery; without it, subscribers take the ordinary path).
 _ws_send: contextvars.ContextVar[Send | None] = contextvars.ContextVar("ws_send", default=None)
 #: WebSocket close code for credentials refused or ended (graphql-transport-ws "Forbidden").
@@ -181,20 +181,6 @@ class SharedJson(IdentityCache):
         return text
 
 
-class KeepWebSocketSend:
-    """ASGI middleware (the first of ours): keeps the server's own ``send`` of a WebSocket
-    connection, for direct delivery. Further in, Starlette's exception middleware wraps it
-    in a function that only watches HTTP responses, a call per message for nothing."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            _ws_send.set(send)  # this connection's own task: it stays with the connection
-        await self.app(scope, receive, send)
-
-
 class TransportWsHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws, with each operation's destination made known to the event hub
     (``app/fanout.py``) so that live events can be written to it directly."""
@@ -257,10 +243,14 @@ class GraphQLView(GraphQL[Context, None]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id_var.set(uuid.uuid4().hex[:16])
         if scope["type"] == "websocket":
+            # This is the connection's own task: what is set here stays with it.
+            _ws_send.set(send)
             sessions: list[Session] = []
             _ws_sessions.set(sessions)
             try:
-                await super().__call__(scope, receive, send)
+                # What Strawberry's ``__call__`` does for a WebSocket, one frame less: every
+                # frame here is held for as long as the connection lives.
+                await self.run(WebSocket(scope, receive=receive, send=send))
             finally:
                 for session in sessions:
                     self.sessions.unregister(session)
@@ -290,7 +280,7 @@ class GraphQLView(GraphQL[Context, None]):
         except AuthError as exc:
             return _unauthenticated(str(exc))
         try:
-            response: Response = await self.run(request)
+            response: Response = await self._run_http(request)
         except HTTPException as e:
             response = PlainTextResponse(e.reason, status_code=e.status_code)
             if request.method == "GET" and "not allowed when using GET" in e.reason:
@@ -342,25 +332,18 @@ class GraphQLView(GraphQL[Context, None]):
                 holder.append(session)
         return cast("UnsetType", UNSET)
 
-    async def run(self, request: Any, context: Any = None, root_value: Any = None) -> Any:
-        is_http = request.scope["type"] == "http"
-        media = _preferred_media_type(request.headers.get("accept")) if is_http else None
+    async def _run_http(self, request: Request) -> Any:
+        """Strawberry's ``run`` for an HTTP request, with GraphQL over HTTP's media types."""
+        media = _preferred_media_type(request.headers.get("accept"))
         if (
-            is_http
-            and request.method in {"GET", "POST"}
+            request.method in {"GET", "POST"}
             and media is None
             and "text/html" not in (request.headers.get("accept") or "")
         ):
             raise HTTPException(406, f"Accept application/json or {GRAPHQL_RESPONSE_JSON}.")
-        kwargs: dict[str, Any] = {}
-        if context is not None:
-            kwargs["context"] = context
-        if root_value is not None:
-            kwargs["root_value"] = root_value
-        result = await super().run(request, **kwargs)
+        result = await self.run(request)
         if (
-            is_http
-            and media == GRAPHQL_RESPONSE_JSON
+            media == GRAPHQL_RESPONSE_JSON
             and isinstance(result, Response)
             and result.media_type == "application/json"
         ):

@@ -10,8 +10,10 @@ generator's frame for as long as the connection lives).
 
 ``LeanWebSocketProtocol`` is the same protocol with a one-consumer queue and a flag that
 allocate their waiters only while someone waits, and it empties and lets go of the
-handshake once the response is sent. Everything else (framing, keepalive, closing, flow
-control) is uvicorn's.
+handshake once the response is sent. Its attributes live in slots: the protocol has more
+than CPython shares in an instance dictionary's keys (30), so each connection had a
+dictionary of its own (1.6 KB; the slots take 0.3 KB). Everything else (framing,
+keepalive, closing, flow control) is uvicorn's.
 ``ordergraph serve`` runs uvicorn with it (``ws=WS_PROTOCOL``).
 """
 
@@ -98,7 +100,22 @@ class Flag:
                 self._waiters.remove(waiter)
 
 
+#: Every attribute uvicorn's protocol sets (uvicorn 0.55); one it adds later goes to the
+#: instance dictionary, as before (tests/api/test_websocket_memory.py notices).
+PROTOCOL_ATTRIBUTES = (
+    *("config", "app", "loop", "logger", "root_path", "asgi_version", "app_state"),
+    *("connections", "tasks", "default_headers", "transport", "server", "client", "scheme"),
+    *("queue", "handshake_initiated", "handshake_complete", "close_sent", "disconnected"),
+    *("close_timer", "close_timeout", "initial_response", "conn", "read_paused", "writable"),
+    *("ping_interval", "ping_timeout", "ping_timer", "pong_timer", "pending_ping_payload"),
+    *("ping_sent_at", "last_ping_rtt", "frames", "curr_msg_data_type"),
+    *("request", "response", "scope"),
+)
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    __slots__ = PROTOCOL_ATTRIBUTES
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = ReceiveQueue()  # type: ignore[assignment]

@@ -121,6 +121,7 @@ async def serve(settings: Settings) -> AsyncIterator[LiveApp]:
         app,
         ws=WS_PROTOCOL,  # what `ordergraph serve` runs
         ws_per_message_deflate=False,
+        proxy_headers=False,
         log_config=None,
         access_log=False,
         lifespan="on",
