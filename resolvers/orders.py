@@ -309,7 +309,7 @@ _RESERVE = Prepared(
 # (and an event is given) is the counter bumped and the event appended (see
 # db.uow._APPEND_ONE_EVENT); otherwise the caller rolls back.
 _RESERVE_AND_RECORD_PG = text(
-    """
+    f"""
 WITH locked AS MATERIALIZED (
     SELECT id FROM inventory_level WHERE id = ANY(:level_ids) ORDER BY id FOR NO KEY UPDATE
 ), reserved AS (
@@ -333,11 +333,8 @@ WITH locked AS MATERIALIZED (
       AND (SELECT count(*) FROM recorded) = cardinality(:level_ids)
     RETURNING last_sequence
 ), appended AS (
-    INSERT INTO order_event
-        (sequence, order_id, type, from_status, to_status, actor, actor_role, note,
-         occurred_at)
-    SELECT last_sequence, :e_order_id, :e_type, :e_from_status, :e_to_status, :e_actor,
-           :e_actor_role, :e_note, :e_occurred_at
+    INSERT INTO order_event (sequence, {", ".join(EVENT_COLUMNS)})
+    SELECT last_sequence, {", ".join(f":e_{name}" for name in EVENT_COLUMNS)}
     FROM bumped
     RETURNING sequence
 )
