@@ -148,7 +148,11 @@ class Services:
 
     def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
-        self.db = db or Database(settings.database_url, background_checkpoints=True)
+        self.db = db or Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            background_checkpoints=True,
+        )
         self.hub = EventHub(
             self.db, settings.broadcast_url, queue_size=settings.subscriber_queue_size
         )

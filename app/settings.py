@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit
 
+from db.database import DEFAULT_POOL_SIZE
 from domain.money import SUPPORTED_CURRENCIES
 from domain.orders import PricingPolicy
 
@@ -89,6 +90,7 @@ class Settings:
     cost_restore_rate: int = 1_000
     max_subscriptions_per_connection: int = 50
     auth_recheck_seconds: float = 1.0
+    db_pool_size: int = DEFAULT_POOL_SIZE
 
     @property
     def production(self) -> bool:
@@ -169,6 +171,7 @@ class Settings:
             ("COST_BUCKET", 0, 10**9),
             ("COST_RESTORE_RATE", 1, 10**9),
             ("MAX_SUBSCRIPTIONS_PER_CONNECTION", 1, 10_000),
+            ("DB_POOL_SIZE", 1, 1_000),
         ):
             if (raw := get(name)) is not None:
                 changes[name.lower()] = _int(name, raw, lo, hi)

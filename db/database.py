@@ -39,6 +39,8 @@ statement_counter: contextvars.ContextVar[StatementCounter | None] = contextvars
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: PostgreSQL connections a Database keeps open (ORDERGRAPH_DB_POOL_SIZE).
+DEFAULT_POOL_SIZE = 20
 #: A pooled PostgreSQL connection idle for longer than this is pinged before use.
 PING_AFTER_IDLE_S = 1.0
 
@@ -167,7 +169,7 @@ class Database:
         url: str,
         *,
         echo: bool = False,
-        pool_size: int = 10,
+        pool_size: int = DEFAULT_POOL_SIZE,
         background_checkpoints: bool = False,
     ) -> None:
         self.url = url
@@ -198,8 +200,12 @@ class Database:
             self._read_conn = _KeptConnection(self.sync_read_engine)
             self._kept = [self._core_conn, self._read_conn]
         else:
+            # A fixed set of connections, kept open: a caller beyond ``pool_size`` waits for
+            # one. Overflow connections (opened past the pool size, closed on return) churned
+            # under steady load: every burst above the pool size forked PostgreSQL backends
+            # that lived for one request, and lost their prepared statements with them.
             self.write_engine = create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=pool_size
+                url, echo=echo, pool_size=pool_size, max_overflow=0
             )
             _ping_when_idle(self.write_engine.sync_engine)
             # Reads run in autocommit: under READ COMMITTED every statement takes its own

@@ -1,4 +1,5 @@
-"""PostgreSQL connections: pinged only after sitting idle, reads without a transaction.
+"""PostgreSQL connections: a fixed set kept open, pinged only after sitting idle, reads
+without a transaction.
 
 ``pool_pre_ping`` cost every checkout three round trips on asyncpg (BEGIN, ``;``,
 ROLLBACK); a read's own transaction cost two more (BEGIN, ROLLBACK). These tests pin what
@@ -87,6 +88,27 @@ async def test_a_connection_that_died_while_idle_is_replaced_unseen(
     replacement = await _backend_pid(pg)  # no error: the ping failed, the pool reconnected
     assert replacement != victim
     assert len(pings) >= 1
+
+
+async def test_callers_beyond_the_pool_wait_for_its_connections(pg_url: str) -> None:
+    """More concurrent callers than ``pool_size``, twice: every one is served by the pool's
+    own connections, which stay open between bursts. With overflow connections the first
+    burst opened more and the pool closed them on return, so the second burst forked new
+    PostgreSQL backends (under steady load: a backend per request, about 10 ms of CPU each)."""
+    database = Database(pg_url, pool_size=3)
+
+    async def backend_pid() -> int:
+        async with database.reader() as s:
+            pid = (await s.execute(text("SELECT pg_backend_pid() FROM pg_sleep(0.05)"))).scalar()
+            return int(pid)  # type: ignore[arg-type]
+
+    try:
+        first = set(await asyncio.gather(*(backend_pid() for _ in range(12))))
+        second = set(await asyncio.gather(*(backend_pid() for _ in range(12))))
+    finally:
+        await database.dispose()
+    assert len(first) == 3
+    assert second == first
 
 
 async def test_reads_run_without_a_transaction(pg: Database) -> None:

@@ -42,11 +42,17 @@ def test_production_refuses_debug() -> None:
         ({"ORDERGRAPH_MAX_BODY_BYTES": "10"}, "ORDERGRAPH_MAX_BODY_BYTES=10"),
         ({"ORDERGRAPH_COST_RESTORE_RATE": "0"}, "ORDERGRAPH_COST_RESTORE_RATE=0"),
         ({"ORDERGRAPH_MAX_SUBSCRIPTIONS_PER_CONNECTION": "x"}, "whole number"),
+        ({"ORDERGRAPH_DB_POOL_SIZE": "0"}, "ORDERGRAPH_DB_POOL_SIZE=0"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_the_pool_size_is_a_setting() -> None:
+    assert Settings.from_env({}).db_pool_size == 20
+    assert Settings.from_env({"ORDERGRAPH_DB_POOL_SIZE": "8"}).db_pool_size == 8
 
 
 def test_the_secret_is_not_in_the_repr() -> None:
