@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 
 from db.checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from db.inline_sqlite import inline_dbapi
+from db.keylocks import KeyLocks
 
 T = TypeVar("T")
 
@@ -178,6 +179,9 @@ class Database:
         self.after_commit: Callable[[Sequence[int]], None] | None = None
         self.checkpointer: WalCheckpointer | None = None
         self._kept: list[_KeptConnection] = []
+        # PostgreSQL: orders of this process that share a product queue here (db/keylocks.py);
+        # SQLite's writers queue on the write lock already.
+        self.product_locks: KeyLocks | None = None
         if self.is_sqlite:
             self.write_lock: asyncio.Lock | None = asyncio.Lock()
             path = _sqlite_file(url)
@@ -213,6 +217,7 @@ class Database:
             # ROLLBACK) and no consistency. Same pool, same connections.
             self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
             self.write_lock = None
+            self.product_locks = KeyLocks()
             self.sync_write_engine = None
             self.sync_read_engine = None
         engines = [self.write_engine.sync_engine]

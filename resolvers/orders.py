@@ -184,6 +184,15 @@ async def place_order(
     cmd = _for_caller(cmd, actor)
     raise_if_any(validate_place_order(cmd))
     fingerprint = _fingerprint(cmd)
+    if db.product_locks is None:
+        return await _place_order(db, cmd, actor, pricing, fingerprint)
+    async with db.product_locks.hold(line.sku for line in cmd.lines):
+        return await _place_order(db, cmd, actor, pricing, fingerprint)
+
+
+async def _place_order(
+    db: Database, cmd: PlaceOrderCommand, actor: Principal, pricing: PricingPolicy, fingerprint: str
+) -> Order:
     lock_stock = False
     for attempt in range(_MAX_ATTEMPTS):
         try:

@@ -245,3 +245,29 @@ async def test_adjust_inventory_racing_receipts_and_orders(db: Database) -> None
     assert statuses == ["PENDING"] * 60
     await assert_ledger_adds_up(db)
     await assert_sequences_dense(db)
+
+
+async def test_orders_of_one_process_queue_for_their_products_on_postgres(
+    db: Database, backend: str
+) -> None:
+    """On PostgreSQL an order waits in the process for its products (db/keylocks.py) before
+    its transaction starts, while orders for other products go ahead; on SQLite the write
+    lock queues every writer already."""
+    if backend != "postgres":
+        assert db.product_locks is None
+        return
+    assert db.product_locks is not None
+    await f.warehouse(db)
+    for sku in ("A", "B"):
+        await f.product(db, sku, "5.00")
+        await f.stock(db, sku, "MAIN", 10)
+    async with db.product_locks.hold(["A"]):
+        waiting = asyncio.create_task(f.order(db, [("A", 1)], email="a@example.com"))
+        other = await asyncio.wait_for(f.order(db, [("B", 2)], email="b@example.com"), 10)
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        assert await count(db, Order) == 1 and other.id is not None
+        assert await level(db, "A", "MAIN") == (10, 0)
+    placed = await asyncio.wait_for(waiting, 10)
+    assert await level(db, "A", "MAIN") == (10, 1)
+    assert placed.id != other.id
