@@ -24,6 +24,11 @@ class HttpConnection:
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
 
+    @property
+    def local_port(self) -> int:
+        assert self._writer is not None, "not connected"
+        return int(self._writer.get_extra_info("sockname")[1])
+
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

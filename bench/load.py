@@ -32,7 +32,13 @@ from typing import Any
 from bench.httpclient import HttpConnection, HttpError
 from bench.queries import ORDER_EVENTS, count_fields
 from bench.stats import summary_ms
-from bench.system import cpu_seconds, established_connections, raise_file_limit, rss_bytes
+from bench.system import (
+    connection_owner,
+    cpu_seconds,
+    established_connections,
+    raise_file_limit,
+    rss_bytes,
+)
 from bench.workload import RequestKind, confirm_body, make_kind, place_body
 from bench.wsclient import SubscriptionClient, open_subscriptions
 
@@ -92,6 +98,51 @@ def judge(kind: RequestKind, status: int, raw: bytes) -> str | None:
     return kind.check(data)
 
 
+async def open_balanced(
+    host: str, port: int, authorization: str, n: int, server_pids: list[int]
+) -> list[HttpConnection]:
+    """``n`` keep-alive connections, as evenly spread over the server's processes as a load
+    balancer would. uvicorn's workers accept from one shared socket, and which one wins a
+    connection is up to the kernel: a burst of connects went to one worker (31 of 32, or
+    8 of 8), and even connects 2 ms apart sometimes all did, which measures one process
+    instead of two. So each connection is looked up (which worker holds its other end);
+    one that landed on a worker with its share already is kept aside and closed at the end,
+    and the next is tried. Where each connection landed is reported with the results."""
+    kept: list[HttpConnection] = []
+    extra: list[HttpConnection] = []
+    share = -(-n // max(len(server_pids), 1))
+    landed = dict.fromkeys(server_pids, 0)
+    for _ in range(20 * n):
+        if len(kept) == n:
+            break
+        conn = HttpConnection(host, port, {"Authorization": authorization})
+        await conn.connect()
+        await asyncio.sleep(CONNECT_STAGGER_S)
+        owner = await _owner(server_pids, port, conn.local_port) if len(server_pids) > 1 else None
+        if owner is None or landed[owner] < share:
+            kept.append(conn)
+            if owner is not None:
+                landed[owner] += 1
+        else:
+            extra.append(conn)
+    for conn in extra:
+        await conn.close()
+    while len(kept) < n:  # the kernel would not spread them: measure what there is
+        conn = HttpConnection(host, port, {"Authorization": authorization})
+        await conn.connect()
+        kept.append(conn)
+    return kept
+
+
+async def _owner(server_pids: list[int], port: int, local_port: int) -> int | None:
+    for _ in range(100):  # until a worker has accepted it (a busy one may take a while)
+        owner = connection_owner(server_pids, port, local_port)
+        if owner is not None:
+            return owner
+        await asyncio.sleep(0.005)
+    return None
+
+
 async def closed_loop(
     host: str,
     port: int,
@@ -106,15 +157,7 @@ async def closed_loop(
     stats = {kind.name: KindStats() for kind, _ in mix}
     kinds = [kind for kind, _ in mix]
     weights = [weight for _, weight in mix]
-    # Connect one at a time: a burst of simultaneous connects lets one uvicorn worker
-    # accept them all from the shared socket (measured: 31 of 32, or 8 of 8), which would
-    # measure one process instead of two. Where each connection landed is reported.
-    connections = []
-    for _ in range(concurrency):
-        conn = HttpConnection(host, port, {"Authorization": authorization})
-        await conn.connect()
-        connections.append(conn)
-        await asyncio.sleep(CONNECT_STAGGER_S)
+    connections = await open_balanced(host, port, authorization, concurrency, server_pids or [])
     start = time.monotonic()
     window_start = start + warmup
     window_end = window_start + duration

@@ -174,6 +174,28 @@ def established_connections(pids: list[int], port: int) -> dict[int, int]:
     return counts
 
 
+def connection_owner(pids: list[int], port: int, peer_port: int) -> int | None:
+    """Which of ``pids`` holds the server side of the connection from local ``peer_port`` to
+    ``port`` (None until one of them has accepted it)."""
+    owner: dict[str, int] = {}
+    for pid in pids:
+        for inode in _socket_inodes(pid):
+            owner[inode] = pid
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10:
+                continue
+            local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+            if int(local, 16) == port and int(remote, 16) == peer_port:
+                return owner.get(fields[9])
+    return None
+
+
 def cpu_times() -> tuple[float, float]:
     """(busy, total) CPU time of the whole machine so far, in seconds (from /proc/stat)."""
     try:
