@@ -185,14 +185,30 @@ async def place_order(
     raise_if_any(validate_place_order(cmd))
     fingerprint = _fingerprint(cmd)
     if db.product_locks is None:
-        return await _place_order(db, cmd, actor, pricing, fingerprint)
+        return await _place_order(db, cmd, actor, pricing, fingerprint, None)
+    # PostgreSQL: read and plan first, without a transaction, before queueing for the
+    # products (db/keylocks.py): a replay or a refused order does not wait behind orders for
+    # the same products, and the products are held for the writes only.
+    found = await db.read_core(
+        partial(_draft, actor=actor, cmd=cmd, fingerprint=fingerprint, in_transaction=False)
+    )
+    if isinstance(found, Order):
+        return found
     async with db.product_locks.hold(line.sku for line in cmd.lines):
-        return await _place_order(db, cmd, actor, pricing, fingerprint)
+        return await _place_order(db, cmd, actor, pricing, fingerprint, found)
 
 
 async def _place_order(
-    db: Database, cmd: PlaceOrderCommand, actor: Principal, pricing: PricingPolicy, fingerprint: str
+    db: Database,
+    cmd: PlaceOrderCommand,
+    actor: Principal,
+    pricing: PricingPolicy,
+    fingerprint: str,
+    draft: _Draft | None,
 ) -> Order:
+    """``_place_order_tx`` until it commits, at most ``_MAX_ATTEMPTS`` times: the first
+    attempt writes ``draft`` if there is one, later attempts read again in their
+    transaction."""
     lock_stock = False
     for attempt in range(_MAX_ATTEMPTS):
         try:
@@ -205,6 +221,7 @@ async def _place_order(
                     fingerprint=fingerprint,
                     pricing=pricing,
                     lock_stock=lock_stock,
+                    draft=draft if attempt == 0 else None,
                 ),
             )
         except IntegrityError:
@@ -367,10 +384,11 @@ def _order_row(conn: Connection, stmt: Any, params: dict[str, Any]) -> Order | N
     return Order(**row._mapping) if row is not None else None
 
 
-def _existing_order(work: CoreWork, cmd: PlaceOrderCommand, fingerprint: str) -> Order | None:
-    conn = work.conn
+def _existing_order(
+    conn: Connection, actor: Principal, cmd: PlaceOrderCommand, fingerprint: str
+) -> Order | None:
     order_id = replayed_id(
-        conn, idempotency_scope(PLACE_ORDER_SCOPE, work.actor), cmd.idempotency_key, fingerprint
+        conn, idempotency_scope(PLACE_ORDER_SCOPE, actor), cmd.idempotency_key, fingerprint
     )
     if order_id is not None:
         return _order_row(conn, _ORDER_BY_ID, {"id": order_id})
@@ -383,7 +401,7 @@ def _existing_order(work: CoreWork, cmd: PlaceOrderCommand, fingerprint: str) ->
         # Name the order only to a caller who may see it.
         which = (
             "Another order"
-            if work.actor.is_customer and not work.actor.owns(order.customer_id)
+            if actor.is_customer and not actor.owns(order.customer_id)
             else format_order_number(order.id)
         )
         raise DomainError(
@@ -423,39 +441,36 @@ def _plan(demands: list[LineDemand], stock: list[_Stock]) -> AllocationPlan:
     )
 
 
-def _place_order_tx(
-    work: CoreWork,
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """What placeOrder's reads decide: the customer, the products and the plan."""
+
+    customer_id: int | None  # None: a new customer, found or created when writing
+    products: dict[str, Any]  # product rows by SKU
+    currency: str
+    demands: list[LineDemand]
+    stock: list[_Stock]
+    plan: AllocationPlan
+
+
+def _draft(
+    conn: Connection,
+    actor: Principal,
     cmd: PlaceOrderCommand,
     fingerprint: str,
-    pricing: PricingPolicy,
-    lock_stock: bool,
-) -> Order:
-    """One transaction, optimistic first: stock rows are not locked while planning. Each
-    reservation is a guarded update that reserves only what is still there (taking the row
-    lock on PostgreSQL, in id order), and one that finds less than planned raises
-    ``_StockMoved``; the caller then runs this again with ``lock_stock``, which locks the
-    products and their stock rows before planning, as every writer of stock does. An order
-    that backorders locks its products and plans again, which serializes it with
-    adjust_inventory and cancel_order (they lock the product too): new stock never misses a
-    backorder being placed. Lock order everywhere: products, orders, stock rows. Row locks
-    are taken as late as possible: the order, its lines and allocations are written before
-    them, so they are held for the last few statements only; on PostgreSQL the ledger and
-    the order's event go in the reserving statement itself, which leaves only the commit's
-    round trip. The products and their stock are one read."""
-    conn = work.conn
-    existing = _existing_order(work, cmd, fingerprint)
+    lock_stock: bool = False,
+    in_transaction: bool = True,
+) -> Order | _Draft | None:
+    """placeOrder's reads: the earlier order when this is a replay, else the customer, the
+    products and a plan on their stock, optimistic unless ``lock_stock`` (see
+    ``_place_order_tx``). Raises the business errors the reads find. Outside a transaction
+    (``in_transaction`` False: a lock would not outlive its statement) a plan that
+    backorders gives None: it must be made again on locked products."""
+    existing = _existing_order(conn, actor, cmd, fingerprint)
     if existing is not None:
         return existing
-
-    if cmd.customer_id is not None:
-        if not customer_exists(conn, cmd.customer_id):
-            raise DomainError(
-                ErrorCode.NOT_FOUND, "No customer with this id.", ["input", "customerId"]
-            )
-        customer_id = cmd.customer_id
-    else:
-        assert cmd.new_customer is not None
-        customer_id = find_or_create_customer(conn, cmd.new_customer)
+    if cmd.customer_id is not None and not customer_exists(conn, cmd.customer_id):
+        raise DomainError(ErrorCode.NOT_FOUND, "No customer with this id.", ["input", "customerId"])
 
     skus = {"skus": sorted({li.sku for li in cmd.lines})}
     unlocked_stock: list[_Stock] = []
@@ -504,6 +519,8 @@ def _place_order_tx(
         stock = _some_stock(conn, unlocked_stock)
     plan = _plan(demands, stock)
     if plan.ok and plan.backordered and not lock_stock:
+        if not in_transaction:
+            return None
         _LOCK_PRODUCTS.all(conn, {"ids": product_ids})
         stock = _stock(conn, product_ids)
         plan = _plan(demands, stock)
@@ -519,6 +536,43 @@ def _place_order_tx(
                 for sh in plan.shortages
             ]
         )
+    return _Draft(cmd.customer_id, products, currency, demands, stock, plan)
+
+
+def _place_order_tx(
+    work: CoreWork,
+    cmd: PlaceOrderCommand,
+    fingerprint: str,
+    pricing: PricingPolicy,
+    lock_stock: bool,
+    draft: _Draft | None = None,
+) -> Order:
+    """One transaction, optimistic first: stock rows are not locked while planning. Each
+    reservation is a guarded update that reserves only what is still there (taking the row
+    lock on PostgreSQL, in id order), and one that finds less than planned raises
+    ``_StockMoved``; the caller then runs this again with ``lock_stock``, which locks the
+    products and their stock rows before planning, as every writer of stock does. An order
+    that backorders locks its products and plans again, which serializes it with
+    adjust_inventory and cancel_order (they lock the product too): new stock never misses a
+    backorder being placed. Lock order everywhere: products, orders, stock rows. Row locks
+    are taken as late as possible: the order, its lines and allocations are written before
+    them, so they are held for the last few statements only; on PostgreSQL the ledger and
+    the order's event go in the reserving statement itself, which leaves only the commit's
+    round trip. The products and their stock are one read. With a ``draft`` (an optimistic
+    plan read before the transaction), the transaction only writes."""
+    conn = work.conn
+    if draft is None:
+        found = _draft(conn, work.actor, cmd, fingerprint, lock_stock)
+        if isinstance(found, Order):
+            return found
+        assert found is not None, "a transaction's draft is never deferred"
+        draft = found
+    customer_id = draft.customer_id
+    if customer_id is None:
+        assert cmd.new_customer is not None
+        customer_id = find_or_create_customer(conn, cmd.new_customer)
+    products, currency, plan, stock = draft.products, draft.currency, draft.plan, draft.stock
+    demands = draft.demands
 
     now = utcnow()
     status = OrderStatus.BACKORDERED if plan.backordered else OrderStatus.PENDING

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from db.database import Database
 from db.models import IdempotencyRecord, Order, OrderEvent
 from domain.errors import DomainError, DomainErrors, ErrorCode
 from domain.orders import PaymentMethod, SalesChannel
-from resolvers.orders import cancel_order, confirm_order
+from resolvers.orders import cancel_order, confirm_order, place_order
 from tests import factories as f
 from tests.resolvers.test_orders import (
     CLERK,
@@ -271,3 +272,30 @@ async def test_orders_of_one_process_queue_for_their_products_on_postgres(
     placed = await asyncio.wait_for(waiting, 10)
     assert await level(db, "A", "MAIN") == (10, 1)
     assert placed.id != other.id
+
+
+async def test_replays_and_refused_orders_do_not_queue_for_their_products_on_postgres(
+    db: Database, backend: str
+) -> None:
+    """An order reads and plans before it queues for its products: a retry of an order
+    already placed, or an order the reads refuse, answers while others hold the products."""
+    if backend != "postgres":
+        return
+    assert db.product_locks is not None
+    await f.warehouse(db)
+    await f.product(db, "A", "5.00")
+    await f.stock(db, "A", "MAIN", 1)
+    first = await f.order(db, [("A", 1)], idempotency_key="k-1")
+    async with db.product_locks.hold(["A"]):
+        replay = await asyncio.wait_for(f.order(db, [("A", 1)], idempotency_key="k-1"), 5)
+        assert replay.id == first.id
+        with pytest.raises(DomainErrors) as short:
+            await asyncio.wait_for(f.order(db, [("A", 1)], email="b@example.com"), 5)
+        assert only_code(short.value) == ErrorCode.INSUFFICIENT_STOCK
+        with pytest.raises(DomainError) as unknown:
+            unknown_customer = replace(
+                f.order_command([("A", 1)]), new_customer=None, customer_id=10**6
+            )
+            await asyncio.wait_for(place_order(db, unknown_customer, f.ACTOR, f.PRICING), 5)
+        assert unknown.value.code == ErrorCode.NOT_FOUND
+    assert await count(db, Order) == 1
