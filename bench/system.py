@@ -59,8 +59,10 @@ def git_commit() -> dict[str, Any]:
             return None
         return out.stdout.strip()
 
-    status = git("status", "--porcelain", "--untracked-files=no")
-    diff = git("diff", "HEAD")
+    # The results file a run writes is not what it measures.
+    measured = (".", ":(exclude)bench/results.json")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *measured)
+    diff = git("diff", "HEAD", "--", *measured)
     return {
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(status) if status is not None else None,
