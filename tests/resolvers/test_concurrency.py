@@ -31,7 +31,7 @@ CALLS = 30
 
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[Database]:
-    # Room for every racing transaction at once on PostgreSQL (pool_size + max_overflow).
+    # Room for every racing transaction at once on PostgreSQL (one connection each).
     database = Database(db_url, pool_size=CALLS)
     try:
         yield database
