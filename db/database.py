@@ -280,10 +280,11 @@ class Database:
         return engine
 
     async def read_core(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(connection)`` for a single-statement read on a hot path (every request's
-        API-key lookup): on SQLite a plain sqlite3 call on this thread, as every SQLite call
-        here is (db/inline_sqlite.py), without the async adaptation; elsewhere one
-        hand-off to the pooled async connection."""
+        """``fn(connection)`` for reads on a hot path (every request's API-key lookup;
+        placeOrder's reads on PostgreSQL), without a transaction: on SQLite plain sqlite3
+        calls on this thread, as every SQLite call here is (db/inline_sqlite.py), without
+        the async adaptation; elsewhere one hand-off to the pooled async connection, in
+        autocommit (each statement sees what is committed when it runs)."""
         if self.sync_read_engine is not None:
             # One kept connection: ``fn`` runs to completion on this thread.
             with self._read_conn.use() as conn:

@@ -19,6 +19,22 @@ import contextlib
 from collections.abc import AsyncIterator, Hashable, Iterable
 
 
+class Held:
+    """Keys held by one request; ``release()`` lets them go early (once)."""
+
+    __slots__ = ("_keys", "_locks", "released")
+
+    def __init__(self, locks: KeyLocks, keys: frozenset[Hashable]) -> None:
+        self._locks = locks
+        self._keys = keys
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._locks._release(self._keys)
+
+
 class KeyLocks:
     def __init__(self) -> None:
         self._held: set[Hashable] = set()
@@ -33,7 +49,9 @@ class KeyLocks:
         return len(self._waiting)
 
     @contextlib.asynccontextmanager
-    async def hold(self, keys: Iterable[Hashable]) -> AsyncIterator[None]:
+    async def hold(self, keys: Iterable[Hashable]) -> AsyncIterator[Held]:
+        """Hold every key of ``keys`` until the block ends, or until the ``Held`` it gives
+        is released."""
         wanted = frozenset(keys)
         if self._free(wanted) and all(wanted.isdisjoint(w) for w, _ in self._waiting):
             self._held |= wanted
@@ -50,10 +68,11 @@ class KeyLocks:
                     self._waiting.remove(entry)
                     self._grant()  # those it held back may go now
                 raise
+        held = Held(self, wanted)
         try:
-            yield
+            yield held
         finally:
-            self._release(wanted)
+            held.release()
 
     def _free(self, keys: frozenset[Hashable]) -> bool:
         return keys.isdisjoint(self._held)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -194,8 +195,11 @@ async def place_order(
     )
     if isinstance(found, Order):
         return found
-    async with db.product_locks.hold(line.sku for line in cmd.lines):
-        return await _place_order(db, cmd, actor, pricing, fingerprint, found)
+    async with db.product_locks.hold(line.sku for line in cmd.lines) as held:
+        # Let the next order for these products go once the stock is reserved: its first
+        # statements overlap this order's commit, and its reservation waits for that commit
+        # in PostgreSQL (the row locks) for a moment at most.
+        return await _place_order(db, cmd, actor, pricing, fingerprint, found, held.release)
 
 
 async def _place_order(
@@ -205,10 +209,11 @@ async def _place_order(
     pricing: PricingPolicy,
     fingerprint: str,
     draft: _Draft | None,
+    on_reserved: Callable[[], None] | None = None,
 ) -> Order:
     """``_place_order_tx`` until it commits, at most ``_MAX_ATTEMPTS`` times: the first
     attempt writes ``draft`` if there is one, later attempts read again in their
-    transaction."""
+    transaction. ``on_reserved`` is called once the stock of an attempt is reserved."""
     lock_stock = False
     for attempt in range(_MAX_ATTEMPTS):
         try:
@@ -222,6 +227,7 @@ async def _place_order(
                     pricing=pricing,
                     lock_stock=lock_stock,
                     draft=draft if attempt == 0 else None,
+                    on_reserved=on_reserved,
                 ),
             )
         except IntegrityError:
@@ -546,6 +552,7 @@ def _place_order_tx(
     pricing: PricingPolicy,
     lock_stock: bool,
     draft: _Draft | None = None,
+    on_reserved: Callable[[], None] | None = None,
 ) -> Order:
     """One transaction, optimistic first: stock rows are not locked while planning. Each
     reservation is a guarded update that reserves only what is still there (taking the row
@@ -638,6 +645,8 @@ def _place_order_tx(
     work.record_event(order_id, OrderEventType.PLACED, None, status.value, cmd.note)
     if reservations:
         _reserve_and_record(work, reservations, number, now)
+        if on_reserved is not None:
+            on_reserved()
     return Order(id=order_id, **values)
 
 

@@ -173,3 +173,17 @@ def test_no_key_ever_has_two_holders_and_every_request_is_served(
         assert locks.held == frozenset() and locks.waiting == 0
 
     asyncio.run(scenario())
+
+
+async def test_keys_released_early_are_not_released_twice() -> None:
+    locks, log = KeyLocks(), list[str]()
+    async with locks.hold(["x"]) as held:
+        waiter = Holder(locks, ["x"], log, "b")
+        await _settle()
+        assert log == []
+        held.release()
+        await asyncio.wait_for(waiter.granted.wait(), 1)
+        assert locks.held == {"x"}  # b's now
+    assert locks.held == {"x"}, "leaving the block let b's key go"
+    await waiter.release()
+    assert locks.held == frozenset()

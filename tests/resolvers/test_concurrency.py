@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from db.database import Database
 from db.models import IdempotencyRecord, Order, OrderEvent
@@ -299,3 +299,29 @@ async def test_replays_and_refused_orders_do_not_queue_for_their_products_on_pos
             await asyncio.wait_for(place_order(db, unknown_customer, f.ACTOR, f.PRICING), 5)
         assert unknown.value.code == ErrorCode.NOT_FOUND
     assert await count(db, Order) == 1
+
+
+async def test_the_next_order_for_a_product_goes_once_the_stock_is_reserved_on_postgres(
+    db: Database, backend: str
+) -> None:
+    """An order lets its products go in the process once its reservation is made: the next
+    order for them starts while this one commits (PostgreSQL's row locks cover the rest)."""
+    if backend != "postgres":
+        return
+    locks = db.product_locks
+    assert locks is not None
+    await f.warehouse(db)
+    await f.product(db, "A", "5.00")
+    await f.stock(db, "A", "MAIN", 5)
+    held_at_commit: list[bool] = []
+
+    def on_commit(_conn: Any) -> None:
+        held_at_commit.append("A" in locks.held)
+
+    event.listen(db.write_engine.sync_engine, "commit", on_commit)
+    try:
+        await f.order(db, [("A", 1)])
+    finally:
+        event.remove(db.write_engine.sync_engine, "commit", on_commit)
+    assert held_at_commit == [False]
+    assert locks.held == frozenset() and await level(db, "A", "MAIN") == (5, 1)
