@@ -8,6 +8,7 @@ import platform
 import resource
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,38 +152,13 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def established_connections(pids: list[int], port: int) -> dict[int, int]:
-    """Per process: established TCP connections on local ``port`` it holds (which worker
-    of a shared listening socket accepted how many clients)."""
-    owner: dict[str, int] = {}
-    for pid in pids:
-        for inode in _socket_inodes(pid):
-            owner[inode] = pid
-    counts = dict.fromkeys(pids, 0)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != "01":  # 01: ESTABLISHED
-                continue
-            if int(fields[1].rsplit(":", 1)[1], 16) != port:
-                continue
-            holder = owner.get(fields[9])
-            if holder is not None:
-                counts[holder] += 1
-    return counts
+def _socket_owners(pids: list[int]) -> dict[str, int]:
+    """Socket inode -> which of ``pids`` holds it."""
+    return {inode: pid for pid in pids for inode in _socket_inodes(pid)}
 
 
-def connection_owner(pids: list[int], port: int, peer_port: int) -> int | None:
-    """Which of ``pids`` holds the server side of the connection from local ``peer_port`` to
-    ``port`` (None until one of them has accepted it)."""
-    owner: dict[str, int] = {}
-    for pid in pids:
-        for inode in _socket_inodes(pid):
-            owner[inode] = pid
+def _tcp_sockets() -> Iterator[tuple[int, int, bool, str]]:
+    """Every TCP socket of the machine: (local port, remote port, established, inode)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -193,8 +169,28 @@ def connection_owner(pids: list[int], port: int, peer_port: int) -> int | None:
             if len(fields) < 10:
                 continue
             local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
-            if int(local, 16) == port and int(remote, 16) == peer_port:
-                return owner.get(fields[9])
+            yield int(local, 16), int(remote, 16), fields[3] == "01", fields[9]
+
+
+def established_connections(pids: list[int], port: int) -> dict[int, int]:
+    """Per process: established TCP connections on local ``port`` it holds (which worker
+    of a shared listening socket accepted how many clients)."""
+    owner = _socket_owners(pids)
+    counts = dict.fromkeys(pids, 0)
+    for local, _, established, inode in _tcp_sockets():
+        holder = owner.get(inode)
+        if established and local == port and holder is not None:
+            counts[holder] += 1
+    return counts
+
+
+def connection_owner(pids: list[int], port: int, peer_port: int) -> int | None:
+    """Which of ``pids`` holds the server side of the connection from local ``peer_port`` to
+    ``port`` (None until one of them has accepted it)."""
+    owner = _socket_owners(pids)
+    for local, remote, _, inode in _tcp_sockets():
+        if local == port and remote == peer_port:
+            return owner.get(inode)
     return None
 
 
