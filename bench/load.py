@@ -108,6 +108,12 @@ async def open_balanced(
     instead of two. So each connection is looked up (which worker holds its other end);
     one that landed on a worker with its share already is kept aside and closed at the end,
     and the next is tried. Where each connection landed is reported with the results."""
+
+    async def connected() -> HttpConnection:
+        conn = HttpConnection(host, port, {"Authorization": authorization})
+        await conn.connect()
+        return conn
+
     kept: list[HttpConnection] = []
     extra: list[HttpConnection] = []
     share = -(-n // max(len(server_pids), 1))
@@ -115,8 +121,7 @@ async def open_balanced(
     for _ in range(20 * n):
         if len(kept) == n:
             break
-        conn = HttpConnection(host, port, {"Authorization": authorization})
-        await conn.connect()
+        conn = await connected()
         await asyncio.sleep(CONNECT_STAGGER_S)
         owner = await _owner(server_pids, port, conn.local_port) if len(server_pids) > 1 else None
         if owner is None or landed[owner] < share:
@@ -128,9 +133,7 @@ async def open_balanced(
     for conn in extra:
         await conn.close()
     while len(kept) < n:  # the kernel would not spread them: measure what there is
-        conn = HttpConnection(host, port, {"Authorization": authorization})
-        await conn.connect()
-        kept.append(conn)
+        kept.append(await connected())
     return kept
 
 
