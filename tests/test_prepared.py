@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.types import JSON, DateTime
 
 import db.prepared as prepared_module
@@ -26,6 +27,7 @@ from db.database import Database, StatementCounter, statement_counter
 from db.prepared import Prepared
 from domain.errors import DomainError, DomainErrors
 from tests import factories as f
+from tests.conftest import fresh_postgres_url
 
 # A table of its own for the statement-level comparisons: every kind of value we bind.
 meta = MetaData()
@@ -38,6 +40,13 @@ things = Table(
     Column("doc", JSON, nullable=True),
     Column("at", DateTime, nullable=False, default=lambda: datetime(2026, 1, 2, 3, 4, 5, 6)),
     Column("n", Integer, nullable=False, default=7),
+)
+UNIQUE = MetaData()
+uniques = Table(
+    "uniques",
+    UNIQUE,
+    Column("id", Integer, primary_key=True),
+    Column("k", String(5), unique=True),
 )
 
 
@@ -52,28 +61,65 @@ def driver_off() -> Iterator[None]:
         prepared_module._driver = real
 
 
+class Paths:
+    """Runs a function of a sync ``Connection`` on the driver and through SQLAlchemy, each
+    in a transaction it rolls back: on SQLite's sync engine (the ``run_core`` one), or on
+    PostgreSQL's async engine inside ``run_sync`` (as the hot paths run there)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.sqlite = database.sync_write_engine is not None
+
+    @property
+    def dialect(self) -> Any:
+        return (self.database.sync_write_engine or self.database.write_engine).dialect
+
+    async def run(self, fn: Any, *, driver: bool = True) -> Any:
+        def in_transaction(conn: Any) -> Any:
+            with conn.begin() as tx:
+                if not self.sqlite:
+                    conn.exec_driver_sql("TRUNCATE things RESTART IDENTITY")  # ids from 1
+                with nullcontext() if driver else driver_off():
+                    out = fn(conn)
+                tx.rollback()
+            return out
+
+        if self.database.sync_write_engine is not None:
+            with self.database.sync_write_engine.connect() as conn:
+                return in_transaction(conn)
+        async with self.database.write_engine.connect() as async_conn:
+            return await async_conn.run_sync(in_transaction)
+
+    async def both(self, fn: Any) -> tuple[Any, Any]:
+        return await self.run(fn), await self.run(fn, driver=False)
+
+
 @pytest.fixture
-def sync_engine(tmp_path: Path) -> Iterator[Any]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'things.db'}")
-    engine = database.sync_write_engine
-    assert engine is not None
-    meta.create_all(engine)
-    yield engine
-    engine.dispose()
+def pg_url() -> str:
+    return fresh_postgres_url()
 
 
-def both(engine: Any, fn: Any) -> tuple[Any, Any]:
-    """``fn(conn)`` on the driver and through SQLAlchemy, each in a rolled-back transaction."""
-    results = []
-    for off in (False, True):
-        with engine.connect() as conn, conn.begin() as tx:
-            if off:
-                with driver_off():
-                    results.append(fn(conn))
-            else:
-                results.append(fn(conn))
-            tx.rollback()
-    return results[0], results[1]
+@pytest.fixture
+async def paths(backend: str, db_url: str) -> AsyncIterator[Paths]:
+    """The ``things`` tables on a database of each backend."""
+    database = Database(db_url)
+    if database.sync_write_engine is not None:
+        meta.create_all(database.sync_write_engine)
+        UNIQUE.create_all(database.sync_write_engine)
+    else:
+        async with database.write_engine.begin() as conn:
+            await conn.run_sync(meta.drop_all)
+            await conn.run_sync(UNIQUE.drop_all)
+            await conn.run_sync(meta.create_all)
+            await conn.run_sync(UNIQUE.create_all)
+    try:
+        yield Paths(database)
+    finally:
+        if database.sync_write_engine is None:
+            async with database.write_engine.begin() as conn:
+                await conn.run_sync(meta.drop_all)
+                await conn.run_sync(UNIQUE.drop_all)
+        await database.dispose()
 
 
 def as_tuples(rows: list[Any]) -> list[tuple[Any, ...]]:
@@ -98,35 +144,40 @@ def seed(conn: Any) -> None:
     INSERT_THINGS.insert(conn, SEED[2])
 
 
-def test_selects_convert_values_as_sqlalchemy_does(sync_engine: Any) -> None:
+async def test_selects_convert_values_as_sqlalchemy_does(paths: Paths) -> None:
     def read(conn: Any) -> list[tuple[Any, ...]]:
         seed(conn)
         rows = BY_NAMES.all(conn, {"names": ["a", "b", "c"]})
         assert [r.name for r in rows] == ["a", "b", "c"]  # access by name
         return as_tuples(rows) + as_tuples(BY_NAMES.all(conn, {"names": ["c"]}))
 
-    fast, slow = both(sync_engine, read)
+    fast, slow = await paths.both(read)
     assert fast == slow
-    assert [type(r[2]) for r in fast] == [bool] * 4  # SQLite's 0/1 become booleans
+    assert [type(r[2]) for r in fast] == [bool] * 4  # (SQLite's 0/1 become booleans)
     assert fast[1][4] == datetime(2026, 1, 2, 3, 4, 5, 6)  # the default, as a datetime
     assert fast[2][4] == datetime(2026, 5, 1, 12, 0, 0, 1)
     assert fast[0][3] == {"k": [1, 2]}
-    assert BY_NAMES.runs_on_driver(sync_engine.dialect, {"names": ["a"]})
+    assert BY_NAMES.runs_on_driver(paths.dialect, {"names": ["a"]})
 
 
-def test_inserts_fill_python_defaults_and_store_what_sqlalchemy_stores(sync_engine: Any) -> None:
+async def test_inserts_fill_python_defaults_and_store_what_sqlalchemy_stores(
+    paths: Paths,
+) -> None:
     def write(conn: Any) -> list[tuple[Any, ...]]:
         seed(conn)
         # Stored as SQLAlchemy stores it (JSON None is the JSON text null by default).
-        raw = conn.execute(text("SELECT id, name, flag, doc, at, n FROM things ORDER BY id"))
+        raw = conn.exec_driver_sql(
+            "SELECT id, name, flag, CAST(doc AS TEXT), CAST(at AS TEXT), n FROM things ORDER BY id"
+        )
         return [tuple(r) for r in raw]
 
-    fast, slow = both(sync_engine, write)
+    fast, slow = await paths.both(write)
     assert fast == slow
+    assert [r[0] for r in fast] == [1, 2, 3]
     assert fast[1][3] == "null" and fast[1][4] == "2026-01-02 03:04:05.000006"
 
 
-def test_updates_report_changed_rows_once_and_for_many(sync_engine: Any) -> None:
+async def test_updates_report_changed_rows_once_and_for_many(paths: Paths) -> None:
     bump = Prepared(
         sa_update(things)
         .where(things.c.name == bindparam("who"), things.c.n >= bindparam("least"))
@@ -140,12 +191,14 @@ def test_updates_report_changed_rows_once_and_for_many(sync_engine: Any) -> None
         many = bump.execute(conn, [{"who": "b", "least": 0}, {"who": "c", "least": 0}])
         return one, none, many, BY_NAMES.all(conn, {"names": ["a", "b", "c"]})
 
-    fast, slow = both(sync_engine, run)
-    assert fast[:3] == slow[:3] == (1, 0, 2)
+    fast, slow = await paths.both(run)
+    # asyncpg reports no row count for a list of parameter sets: -1 both ways.
+    assert fast[:3] == slow[:3] == (1, 0, 2 if paths.sqlite else -1)
     assert as_tuples(fast[3]) == as_tuples(slow[3])
+    assert [r.n for r in fast[3]] == [8, 8, 4]
 
 
-def test_returning_gives_one_row_per_parameter_set_in_order(sync_engine: Any) -> None:
+async def test_returning_gives_one_row_per_parameter_set_in_order(paths: Paths) -> None:
     insert_returning = Prepared(
         sa_insert(things).returning(things.c.id, sort_by_parameter_order=True)
     )
@@ -153,25 +206,27 @@ def test_returning_gives_one_row_per_parameter_set_in_order(sync_engine: Any) ->
     def run(conn: Any) -> list[int]:
         return insert_returning.scalars(conn, [{"name": n} for n in "zyxw"])
 
-    fast, slow = both(sync_engine, run)
+    fast, slow = await paths.both(run)
     assert fast == slow == [1, 2, 3, 4]
 
 
-def test_statements_are_counted_on_both_paths(sync_engine: Any) -> None:
+async def test_statements_are_counted_on_both_paths(paths: Paths) -> None:
+    def run(conn: Any) -> None:
+        seed(conn)
+        BY_NAMES.all(conn, {"names": ["a"]})
+
     counts = []
-    for off in (False, True):
+    for driver in (True, False):
         counter = StatementCounter()
         token = statement_counter.set(counter)
         try:
-            with sync_engine.connect() as conn, conn.begin() as tx:
-                with driver_off() if off else nullcontext():
-                    seed(conn)
-                    BY_NAMES.all(conn, {"names": ["a"]})
-                tx.rollback()
+            await paths.run(run, driver=driver)
         finally:
             statement_counter.reset(token)
         counts.append(counter.count)
-    assert counts == [4, 4]  # BEGIN IMMEDIATE, two INSERTs, one SELECT
+    # Two INSERTs and a SELECT; on SQLite also BEGIN IMMEDIATE, on PostgreSQL the TRUNCATE
+    # (asyncpg's BEGIN is the driver's own).
+    assert counts == [4, 4]
 
 
 def test_echo_and_other_dialects_take_sqlalchemys_path(tmp_path: Path) -> None:
@@ -181,7 +236,9 @@ def test_echo_and_other_dialects_take_sqlalchemys_path(tmp_path: Path) -> None:
         assert prepared_module._driver(conn) is None
     database.sync_write_engine.dispose()
     pg = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
-    assert not BY_NAMES.runs_on_driver(pg, {"names": ["a"]})
+    assert BY_NAMES.runs_on_driver(pg, {"names": ["a"]})
+    psycopg = postgresql_psycopg.dialect()  # type: ignore[no-untyped-call]
+    assert not BY_NAMES.runs_on_driver(psycopg, {"names": ["a"]})
 
 
 def fresh_sqlite(tmp_path: Path, template: Path, name: str) -> tuple[Database, Path]:
@@ -191,11 +248,11 @@ def fresh_sqlite(tmp_path: Path, template: Path, name: str) -> tuple[Database, P
 
 
 async def test_the_place_order_path_runs_on_the_driver(
-    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every statement placeOrder runs through ``Prepared`` is planned for the driver: a
-    change that made one fall back to SQLAlchemy would otherwise go unnoticed."""
-    db, _ = fresh_sqlite(tmp_path, sqlite_template, "planned")
+    """Every statement placeOrder runs through ``Prepared`` is planned for the driver, on
+    both backends: a change that made one fall back to SQLAlchemy would otherwise go
+    unnoticed."""
     await f.warehouse(db)
     await f.product(db, "TEE", "19.99")
     await f.product(db, "MUG", "7.50", allow_backorder=True)
@@ -209,6 +266,14 @@ async def test_the_place_order_path_runs_on_the_driver(
         return plan
 
     monkeypatch.setattr(Prepared, "_plan", spy)
+    on_driver: list[str] = []
+    real_run = prepared_module._run
+
+    def run_spy(conn: Any, raw: Any, sql: str, args: Any, *, many: bool = False) -> Any:
+        on_driver.append(sql)
+        return real_run(conn, raw, sql, args, many=many)
+
+    monkeypatch.setattr(prepared_module, "_run", run_spy)
     # A guest, an idempotency key, an external id, and a backordered line: every branch.
     order = await f.order(
         db,
@@ -217,10 +282,10 @@ async def test_the_place_order_path_runs_on_the_driver(
         idempotency_key="k-1",
         external_id="ext-1",
     )
-    await db.dispose()
     assert order.status == "BACKORDERED"
-    assert len(planned) >= 12
+    assert len(planned) >= 10
     assert [s for s, ok in planned if not ok] == []
+    assert len(on_driver) >= len(planned)  # (a list of parameter sets may run one by one)
 
 
 # The whole use case, both ways ---------------------------------------------------------
@@ -331,32 +396,28 @@ async def test_place_order_writes_the_same_rows_on_both_paths(
 
 # Errors, and the connection Core transactions run on ------------------------------------
 
-UNIQUE = MetaData()
-uniques = Table("uniques", UNIQUE, Column("id", Integer, primary_key=True), Column("k", String(5)))
 
-
-def test_driver_errors_are_sqlalchemys_exceptions_on_both_paths(sync_engine: Any) -> None:
+async def test_driver_errors_are_sqlalchemys_exceptions_on_both_paths(paths: Paths) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    UNIQUE.create_all(sync_engine)
-    with sync_engine.connect() as conn:
-        conn.exec_driver_sql("CREATE UNIQUE INDEX uniques_k ON uniques (k)")
-        conn.commit()
     add = Prepared(sa_insert(uniques))
 
     def clash(conn: Any) -> list[str]:
         add.insert(conn, {"k": "a"})
         raised = []
-        with pytest.raises(IntegrityError) as one:
+        # (In a savepoint each: on PostgreSQL an error aborts the transaction up to it.)
+        with pytest.raises(IntegrityError) as one, conn.begin_nested():
             add.insert(conn, {"k": "a"})
         raised.append(type(one.value.orig).__name__)
-        with pytest.raises(IntegrityError) as many:
+        with pytest.raises(IntegrityError) as many, conn.begin_nested():
             add.execute(conn, [{"k": "b"}, {"k": "b"}])
         raised.append(type(many.value.orig).__name__)
+        assert add.insert(conn, {"k": "c"}) > 1  # the transaction goes on
         return raised
 
-    fast, slow = both(sync_engine, clash)
-    assert fast == slow == ["IntegrityError", "IntegrityError"]
+    fast, slow = await paths.both(clash)
+    assert fast == slow  # the driver's own error class under it, the same both ways
+    assert fast == (["IntegrityError"] * 2 if paths.sqlite else ["UniqueViolationError"] * 2)
 
 
 async def test_core_transactions_share_one_connection_and_survive_failures(
@@ -444,3 +505,28 @@ async def test_the_api_key_lookup_runs_on_the_driver_on_one_kept_connection(
         assert not connections[0].in_transaction()
     finally:
         await db.dispose()
+
+
+async def test_a_postgresql_connection_lost_under_the_driver_path_is_replaced(pg_url: str) -> None:
+    """A statement on the driver that finds its connection gone fails as SQLAlchemy's
+    error, marked invalidated, and the pool replaces the connection: the next request
+    works (it would get the dead one again, and fail too, were it not invalidated)."""
+    from sqlalchemy import func
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    database = Database(pg_url, pool_size=1)
+    backend_pid = Prepared(sa_select(func.pg_backend_pid()))
+    killer = create_async_engine(pg_url)
+    try:
+        first = await database.read_core(backend_pid.scalar)
+        async with killer.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        with pytest.raises(DBAPIError) as lost:
+            await database.read_core(backend_pid.scalar)
+        assert lost.value.connection_invalidated
+        again = await database.read_core(backend_pid.scalar)
+        assert again is not None and again != first
+    finally:
+        await killer.dispose()
+        await database.dispose()
