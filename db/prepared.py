@@ -44,6 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import TextualSelect
 from sqlalchemy.sql.visitors import traverse
 
 from db.database import count_statement, driver_error
@@ -273,7 +274,7 @@ class Prepared:
             else:
                 return None  # a parameter we do not know how to fill
         columns: Sequence[Any]
-        if isinstance(self.statement, Select):
+        if isinstance(self.statement, Select | TextualSelect):
             columns = list(self.statement.selected_columns)
         elif isinstance(self.statement, UpdateBase):
             columns = list(self.statement.exported_columns)

@@ -57,6 +57,7 @@ _APPEND_ONE_EVENT = (
     )
     .returning(OrderEvent.sequence)
 )
+_APPEND_ONE_EVENT_CORE = Prepared(_APPEND_ONE_EVENT)
 
 
 def _event_row(
@@ -193,7 +194,8 @@ class CoreWork:
         if not n:
             return
         if n == 1 and self.conn.dialect.name == "postgresql":
-            sequence = self.conn.execute(_APPEND_ONE_EVENT, self._events[0]).scalar_one()
+            sequence = _APPEND_ONE_EVENT_CORE.scalar(self.conn, self._events[0])
+            assert sequence is not None, "the event counter row is missing"
             self.sequences = [sequence]
             return
         last = _BUMP_COUNTER_CORE.scalar(self.conn, {"n": n})

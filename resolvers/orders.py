@@ -340,8 +340,9 @@ _RESERVE = Prepared(
 # and the ledger gets a row for each reservation made. Only when every reservation was made
 # (and an event is given) is the counter bumped and the event appended (see
 # db.uow._APPEND_ONE_EVENT); otherwise the caller rolls back.
-_RESERVE_AND_RECORD_PG = text(
-    f"""
+_RESERVE_AND_RECORD_PG = Prepared(
+    text(
+        f"""
 WITH locked AS MATERIALIZED (
     SELECT id FROM inventory_level WHERE id = ANY(:level_ids) ORDER BY id FOR NO KEY UPDATE
 ), reserved AS (
@@ -372,15 +373,21 @@ WITH locked AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM recorded) AS recorded, (SELECT sequence FROM appended) AS sequence
 """
-).bindparams(
-    bindparam("level_ids", type_=ARRAY(BigInteger)),
-    bindparam("qtys", type_=ARRAY(Integer)),
-    bindparam("now", type_=InventoryLevel.__table__.c.updated_at.type),
-    bindparam("reason", type_=String),
-    bindparam("reference", type_=String),
-    bindparam("actor", type_=String),
-    bindparam("with_event", type_=Boolean),
-    *(bindparam(f"e_{name}", type_=OrderEvent.__table__.c[name].type) for name in EVENT_COLUMNS),
+    )
+    .bindparams(
+        bindparam("level_ids", type_=ARRAY(BigInteger)),
+        bindparam("qtys", type_=ARRAY(Integer)),
+        bindparam("now", type_=InventoryLevel.__table__.c.updated_at.type),
+        bindparam("reason", type_=String),
+        bindparam("reference", type_=String),
+        bindparam("actor", type_=String),
+        bindparam("with_event", type_=Boolean),
+        *(
+            bindparam(f"e_{name}", type_=OrderEvent.__table__.c[name].type)
+            for name in EVENT_COLUMNS
+        ),
+    )
+    .columns(recorded=Integer, sequence=BigInteger)
 )
 
 
@@ -667,8 +674,8 @@ def _reserve_and_record(
     reason = StockMovementReason.ORDER_RESERVED.value
     if conn.dialect.name == "postgresql":
         event = work.pending_event()
-        row = conn.execute(
-            _RESERVE_AND_RECORD_PG,
+        row = _RESERVE_AND_RECORD_PG.first(
+            conn,
             {
                 "level_ids": [level_id for level_id, _, _ in reservations],
                 "qtys": [qty for _, _, qty in reservations],
@@ -679,7 +686,8 @@ def _reserve_and_record(
                 "with_event": event is not None,
                 **{f"e_{name}": (event or {}).get(name) for name in EVENT_COLUMNS},
             },
-        ).one()
+        )
+        assert row is not None, "the statement returns one row"
         if row.recorded != len(reservations):
             raise _StockMoved()
         if event is not None:
