@@ -323,6 +323,78 @@ _INSERT_ORDER = Prepared(insert(Order))
 _INSERT_LINES = Prepared(insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True))
 _INSERT_MOVEMENTS = Prepared(insert(StockMovement))
 _INSERT_ALLOCATIONS = Prepared(insert(Allocation))
+# What placeOrder writes of an order and of each of its lines.
+_ORDER_FIELDS = (
+    "tracking_token",
+    "customer_id",
+    "channel",
+    "external_id",
+    "status",
+    "payment_status",
+    "payment_method",
+    "currency",
+    "subtotal_minor",
+    "shipping_minor",
+    "tax_minor",
+    "total_minor",
+    "shipping_address",
+    "request_hash",
+    "placed_at",
+    "updated_at",
+)
+_LINE_FIELDS = (
+    "product_id",
+    "sku",
+    "name",
+    "quantity",
+    "unit_price_minor",
+    "total_minor",
+    "backordered_quantity",
+)
+# PostgreSQL: the order, its lines and their allocations in one statement (one round trip
+# instead of three while the order holds its products, db/keylocks.py). Lines go in in
+# their order (WITH ORDINALITY, ORDER BY) and take their ids from the sequence in that
+# order, so numbering the new ids in id order gives each line's position, which is what
+# an allocation names: the same assumption SQLAlchemy's "insertmanyvalues" makes for a
+# list of rows with RETURNING on PostgreSQL (the same SKU may be on two lines).
+_WRITE_ORDER_PG = Prepared(
+    text(
+        f"""
+WITH new_order AS (
+    INSERT INTO sales_order ({", ".join(_ORDER_FIELDS)})
+    VALUES ({", ".join(f":{name}" for name in _ORDER_FIELDS)})
+    RETURNING id
+), new_lines AS (
+    INSERT INTO order_line (order_id, {", ".join(_LINE_FIELDS)})
+    SELECT new_order.id, {", ".join(f"l.{name}" for name in _LINE_FIELDS)}
+    FROM new_order CROSS JOIN unnest({", ".join(f":l_{name}" for name in _LINE_FIELDS)})
+        WITH ORDINALITY AS l({", ".join(_LINE_FIELDS)}, position)
+    ORDER BY l.position
+    RETURNING id
+), numbered AS (
+    SELECT id, row_number() OVER (ORDER BY id) AS position FROM new_lines
+), allocated AS (
+    INSERT INTO allocation (order_line_id, warehouse_id, quantity)
+    SELECT numbered.id, a.warehouse_id, a.quantity
+    FROM unnest(:a_positions, :a_warehouse_ids, :a_quantities)
+        AS a(position, warehouse_id, quantity)
+    JOIN numbered USING (position)
+)
+SELECT id FROM new_order
+"""
+    )
+    .bindparams(
+        *(bindparam(name, type_=Order.__table__.c[name].type) for name in _ORDER_FIELDS),
+        *(
+            bindparam(f"l_{name}", type_=ARRAY(OrderLine.__table__.c[name].type))
+            for name in _LINE_FIELDS
+        ),
+        bindparam("a_positions", type_=ARRAY(BigInteger)),
+        bindparam("a_warehouse_ids", type_=ARRAY(BigInteger)),
+        bindparam("a_quantities", type_=ARRAY(Integer)),
+    )
+    .columns(id=BigInteger)
+)
 # The guarded update: reserve only what is still available, or change nothing.
 _RESERVE = Prepared(
     update(InventoryLevel)
@@ -594,7 +666,7 @@ def _place_order_tx(
         Money(products[line.sku].price_minor, currency).times(line.quantity) for line in cmd.lines
     ]
     totals = price_order(line_totals, currency, pricing)
-    values: dict[str, Any] = {
+    values: dict[str, Any] = {  # _ORDER_FIELDS
         "tracking_token": secrets.token_urlsafe(24),
         "customer_id": customer_id,
         "channel": cmd.channel.value,
@@ -612,32 +684,21 @@ def _place_order_tx(
         "placed_at": now,
         "updated_at": now,
     }
-    order_id = _INSERT_ORDER.insert(conn, values)
+    lines = [
+        {
+            "product_id": products[line.sku].id,
+            "sku": line.sku,
+            "name": products[line.sku].name,
+            "quantity": line.quantity,
+            "unit_price_minor": products[line.sku].price_minor,
+            "total_minor": line_totals[i].minor,
+            "backordered_quantity": plan.backordered.get(i, 0),
+        }
+        for i, line in enumerate(cmd.lines)
+    ]
+    allocations = [(index, w, qty) for (index, w), qty in plan.allocations.items()]
+    order_id = _write_order(conn, values, lines, allocations)
     number = format_order_number(order_id)
-    line_ids = _INSERT_LINES.scalars(
-        conn,
-        [
-            {
-                "order_id": order_id,
-                "product_id": products[line.sku].id,
-                "sku": line.sku,
-                "name": products[line.sku].name,
-                "quantity": line.quantity,
-                "unit_price_minor": products[line.sku].price_minor,
-                "total_minor": line_totals[i].minor,
-                "backordered_quantity": plan.backordered.get(i, 0),
-            }
-            for i, line in enumerate(cmd.lines)
-        ],
-    )
-    if plan.allocations:
-        _INSERT_ALLOCATIONS.execute(
-            conn,
-            [
-                {"order_line_id": line_ids[index], "warehouse_id": warehouse_id, "quantity": qty}
-                for (index, warehouse_id), qty in plan.allocations.items()
-            ],
-        )
     remember_id(
         conn,
         idempotency_scope(PLACE_ORDER_SCOPE, work.actor),
@@ -655,6 +716,41 @@ def _place_order_tx(
         if on_reserved is not None:
             on_reserved()
     return Order(id=order_id, **values)
+
+
+def _write_order(
+    conn: Connection,
+    values: dict[str, Any],
+    lines: list[dict[str, Any]],
+    allocations: list[tuple[int, int, int]],
+) -> int:
+    """Insert the order (``values``: ``_ORDER_FIELDS``), its lines (``_LINE_FIELDS`` each)
+    and their allocations (line index, warehouse id, quantity); the order's id. One
+    statement on PostgreSQL (``_WRITE_ORDER_PG``), three elsewhere."""
+    if conn.dialect.name == "postgresql":
+        row = _WRITE_ORDER_PG.first(
+            conn,
+            {
+                **values,
+                **{f"l_{name}": [line[name] for line in lines] for name in _LINE_FIELDS},
+                "a_positions": [index + 1 for index, _, _ in allocations],
+                "a_warehouse_ids": [w for _, w, _ in allocations],
+                "a_quantities": [qty for _, _, qty in allocations],
+            },
+        )
+        assert row is not None, "the statement returns the order's id"
+        return int(row.id)
+    order_id = _INSERT_ORDER.insert(conn, values)
+    line_ids = _INSERT_LINES.scalars(conn, [{"order_id": order_id, **line} for line in lines])
+    if allocations:
+        _INSERT_ALLOCATIONS.execute(
+            conn,
+            [
+                {"order_line_id": line_ids[index], "warehouse_id": w, "quantity": qty}
+                for index, w, qty in allocations
+            ],
+        )
+    return order_id
 
 
 def _reserve_and_record(

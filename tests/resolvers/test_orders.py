@@ -392,6 +392,52 @@ async def test_place_order_two_lines_of_one_sku_share_its_stock(db: Database) ->
     assert order.status == "PENDING"
 
 
+async def line_allocations(db: Database, order_id: int) -> list[tuple[str, int, dict[str, int]]]:
+    """(sku, quantity, units held per warehouse) of every line of one order, in line order."""
+    async with db.reader() as s:
+        order_lines = (
+            await s.execute(
+                select(OrderLine.id, OrderLine.sku, OrderLine.quantity)
+                .where(OrderLine.order_id == order_id)
+                .order_by(OrderLine.id)
+            )
+        ).all()
+        held = (
+            await s.execute(
+                select(Allocation.order_line_id, Warehouse.code, Allocation.quantity)
+                .join(Warehouse, Warehouse.id == Allocation.warehouse_id)
+                .join(OrderLine, OrderLine.id == Allocation.order_line_id)
+                .where(OrderLine.order_id == order_id)
+            )
+        ).all()
+    by_line: dict[int, dict[str, int]] = {}
+    for line_id, code, qty in held:
+        by_line.setdefault(line_id, {})[code] = qty
+    return [(sku, qty, by_line.get(line_id, {})) for line_id, sku, qty in order_lines]
+
+
+async def test_place_order_allocations_belong_to_their_own_lines(db: Database) -> None:
+    """Lines keep their order and each holds its own units, with one SKU on two lines and
+    its stock split over two warehouses (PostgreSQL writes lines and allocations in one
+    statement, matching them by position)."""
+    await seed(
+        db, {("TEE", "NEAR"): 3, ("TEE", "FAR"): 4, ("MUG", "FAR"): 2}, TEE="19.99", MUG="7.50"
+    )
+
+    order = await f.order(db, [("TEE", 1), ("MUG", 2), ("TEE", 4)])
+
+    got = await line_allocations(db, order.id)
+    assert [(sku, qty) for sku, qty, _ in got] == [("TEE", 1), ("MUG", 2), ("TEE", 4)]
+    assert [sum(held.values()) for _, _, held in got] == [1, 2, 4]
+    assert got[1][2] == {"FAR": 2}
+    assert await allocations(db, order.id) == {
+        ("TEE", "NEAR"): 3,
+        ("TEE", "FAR"): 2,
+        ("MUG", "FAR"): 2,
+    }
+    await assert_ledger_adds_up(db)
+
+
 async def test_place_order_short_lines_fail_and_write_nothing(db: Database) -> None:
     await seed(
         db,
