@@ -60,7 +60,7 @@ _APPEND_ONE_EVENT = (
 _APPEND_ONE_EVENT_CORE = Prepared(_APPEND_ONE_EVENT)
 
 
-def _event_row(
+def event_row(
     actor: Principal,
     order_id: int,
     type_: str,
@@ -135,7 +135,7 @@ class UnitOfWork:
         to_status: str | None,
         note: str | None = None,
     ) -> OrderEvent:
-        event = OrderEvent(**_event_row(self.actor, order_id, type_, from_status, to_status, note))
+        event = OrderEvent(**event_row(self.actor, order_id, type_, from_status, to_status, note))
         self._events.append(event)
         return event
 
@@ -175,7 +175,7 @@ class CoreWork:
         to_status: str | None,
         note: str | None = None,
     ) -> None:
-        self._events.append(_event_row(self.actor, order_id, type_, from_status, to_status, note))
+        self._events.append(event_row(self.actor, order_id, type_, from_status, to_status, note))
 
     def pending_event(self) -> dict[str, Any] | None:
         """The one event recorded so far (its columns, less the sequence), for a statement
@@ -215,10 +215,23 @@ def _in_transaction(conn: Connection, work: CoreWork, fn: Callable[[CoreWork], T
     return result
 
 
-async def run_core(db: Database, actor: Principal, fn: Callable[[CoreWork], T]) -> T:
+def _in_autocommit(conn: Connection, work: CoreWork, fn: Callable[[CoreWork], T]) -> T:
+    work.conn = conn
+    result = fn(work)
+    assert not work._events, "in autocommit, events are appended by the writing statement"
+    return result
+
+
+async def run_core(
+    db: Database, actor: Principal, fn: Callable[[CoreWork], T], *, transaction: bool = True
+) -> T:
     """Run ``fn(work)`` in one write transaction on a sync connection: commit when it
     returns, roll back when it raises. Events it records get their sequences at the end of
-    the transaction and go to the outbox relay after the commit."""
+    the transaction and go to the outbox relay after the commit.
+
+    ``transaction=False`` (PostgreSQL; SQLite always has one): ``fn`` runs in autocommit,
+    for a use case that writes in one statement, atomic by itself, and appends its events
+    in that statement (``CoreWork.appended``); it saves BEGIN and COMMIT, two round trips."""
     work = CoreWork(actor)
     if db.write_lock is not None:
         await db.write_lock.acquire()
@@ -226,9 +239,12 @@ async def run_core(db: Database, actor: Principal, fn: Callable[[CoreWork], T]) 
         if db.sync_write_engine is not None:
             with db.core_connection() as sync_conn:
                 result = _in_transaction(sync_conn, work, fn)
-        else:
+        elif transaction:
             async with db.write_engine.connect() as conn:
                 result = await conn.run_sync(_in_transaction, work, fn)
+        else:
+            async with db.read_engine.connect() as conn:  # (PostgreSQL's is in autocommit)
+                result = await conn.run_sync(_in_autocommit, work, fn)
     finally:
         if db.write_lock is not None:
             db.write_lock.release()

@@ -40,7 +40,7 @@ from db.models import (
 )
 from db.prepared import Prepared
 from db.queries import Page, PageArgs, SortKey, paginate
-from db.uow import EVENT_COLUMNS, CoreWork, UnitOfWork, run_core
+from db.uow import EVENT_COLUMNS, CoreWork, UnitOfWork, event_row, run_core
 from domain import validation as v
 from domain.access import Principal, check_customer_may_cancel
 from domain.allocation import AllocationPlan, LineDemand, WarehouseRank, plan_allocation
@@ -213,9 +213,13 @@ async def _place_order(
 ) -> Order:
     """``_place_order_tx`` until it commits, at most ``_MAX_ATTEMPTS`` times: the first
     attempt writes ``draft`` if there is one, later attempts read again in their
-    transaction. ``on_reserved`` is called once the stock of an attempt is reserved."""
+    transaction. ``on_reserved`` is called once the stock of an attempt is reserved.
+
+    A draft (PostgreSQL) for an existing customer is written by one statement alone
+    (``_PLACE_ORDER_PG``), so that attempt needs no transaction around it."""
     lock_stock = False
     for attempt in range(_MAX_ATTEMPTS):
+        first = draft if attempt == 0 else None
         try:
             return await run_core(
                 db,
@@ -226,9 +230,10 @@ async def _place_order(
                     fingerprint=fingerprint,
                     pricing=pricing,
                     lock_stock=lock_stock,
-                    draft=draft if attempt == 0 else None,
+                    draft=first,
                     on_reserved=on_reserved,
                 ),
+                transaction=first is None or first.customer_id is None,
             )
         except IntegrityError:
             # A concurrent request won a unique key (idempotency key, external id, email):
@@ -351,18 +356,50 @@ _LINE_FIELDS = (
     "total_minor",
     "backordered_quantity",
 )
-# PostgreSQL: the order, its lines and their allocations in one statement (one round trip
-# instead of three while the order holds its products, db/keylocks.py). Lines go in in
-# their order (WITH ORDINALITY, ORDER BY) and take their ids from the sequence in that
-# order, so numbering the new ids in id order gives each line's position, which is what
-# an allocation names: the same assumption SQLAlchemy's "insertmanyvalues" makes for a
-# list of rows with RETURNING on PostgreSQL (the same SKU may be on two lines).
-_WRITE_ORDER_PG = Prepared(
+# The guarded update: reserve only what is still available, or change nothing.
+_RESERVE = Prepared(
+    update(InventoryLevel)
+    .where(
+        InventoryLevel.id == bindparam("level_id"),
+        InventoryLevel.on_hand - InventoryLevel.reserved >= bindparam("qty"),
+    )
+    .values(reserved=InventoryLevel.reserved + bindparam("qty"), updated_at=bindparam("now"))
+)
+#: ``format_order_number`` in SQL (tests/resolvers/test_orders.py compares the two).
+ORDER_NUMBER_SQL = "'ORD-' || lpad({id}::text, greatest(6, length({id}::text)), '0')"
+_EVENT_FIELDS = tuple(name for name in EVENT_COLUMNS if name != "order_id")
+# PostgreSQL: a whole placeOrder write in one statement, which needs no transaction around
+# it (a statement is atomic): the order, its lines and their allocations, the
+# reservations with their ledger rows, the idempotency record and the order's event.
+# Round trips while the order holds its products in the process (db/keylocks.py): one,
+# where BEGIN, three inserts, the reservation and COMMIT took six.
+#
+# The stock rows are locked first, in id order (no deadlocks); under READ COMMITTED a row
+# updated meanwhile is locked and read as it is now. ``checked`` decides on those locked
+# rows whether every reservation fits; every write depends on it, so when one does not,
+# the statement writes nothing and says so (``ok`` false: the caller plans again on
+# locked rows). The reserve itself has no guard of its own: the locks keep what
+# ``checked`` saw, and the CHECK constraint on ``reserved`` would fail the statement.
+# Lines go in in their order and take their ids from the sequence in that order, so
+# numbering the new ids in id order gives each line's position, which is what an
+# allocation names (the same SKU may be on two lines): the assumption SQLAlchemy's
+# "insertmanyvalues" makes for a list of rows with RETURNING on PostgreSQL. The event
+# counter is bumped last (it depends on the ledger rows written), as every writer does
+# (see db.uow._APPEND_ONE_EVENT).
+_PLACE_ORDER_PG = Prepared(
     text(
         f"""
-WITH new_order AS (
+WITH requested AS (
+    SELECT * FROM unnest(:level_ids, :qtys) AS r(id, qty)
+), locked AS MATERIALIZED (
+    SELECT id, on_hand - reserved AS available
+    FROM inventory_level WHERE id = ANY(:level_ids) ORDER BY id FOR NO KEY UPDATE
+), checked AS MATERIALIZED (
+    SELECT count(*) = cardinality(:level_ids) AS ok
+    FROM locked JOIN requested USING (id) WHERE locked.available >= requested.qty
+), new_order AS (
     INSERT INTO sales_order ({", ".join(_ORDER_FIELDS)})
-    VALUES ({", ".join(f":{name}" for name in _ORDER_FIELDS)})
+    SELECT {", ".join(f":{name}" for name in _ORDER_FIELDS)} FROM checked WHERE checked.ok
     RETURNING id
 ), new_lines AS (
     INSERT INTO order_line (order_id, {", ".join(_LINE_FIELDS)})
@@ -379,11 +416,42 @@ WITH new_order AS (
     FROM unnest(:a_positions, :a_warehouse_ids, :a_quantities)
         AS a(position, warehouse_id, quantity)
     JOIN numbered USING (position)
+), reserved AS (
+    UPDATE inventory_level AS il
+    SET reserved = il.reserved + r.qty, updated_at = :placed_at
+    FROM requested AS r
+    WHERE il.id = r.id AND EXISTS (SELECT FROM new_order)
+    RETURNING il.id, il.product_id, il.warehouse_id, r.qty
+), recorded AS (
+    INSERT INTO stock_movement
+        (product_id, warehouse_id, on_hand_delta, reserved_delta, reason, reference, note,
+         actor, created_at)
+    SELECT product_id, warehouse_id, 0, qty, :reason,
+        {ORDER_NUMBER_SQL.format(id="new_order.id")}, NULL, :e_actor, :placed_at
+    FROM reserved CROSS JOIN new_order ORDER BY reserved.id
+    RETURNING id
+), remembered AS (
+    INSERT INTO idempotency_record (scope, key, request_hash, resource_id, created_at)
+    SELECT :i_scope, :i_key, :request_hash, new_order.id, :placed_at
+    FROM new_order WHERE :i_key IS NOT NULL
+), bumped AS (
+    UPDATE event_counter SET last_sequence = last_sequence + 1
+    WHERE id = 1 AND EXISTS (SELECT FROM new_order)
+      AND (SELECT count(*) FROM recorded) = cardinality(:level_ids)
+    RETURNING last_sequence
+), appended AS (
+    INSERT INTO order_event (sequence, order_id, {", ".join(_EVENT_FIELDS)})
+    SELECT last_sequence, new_order.id, {", ".join(f":e_{name}" for name in _EVENT_FIELDS)}
+    FROM bumped CROSS JOIN new_order
+    RETURNING sequence
 )
-SELECT id FROM new_order
+SELECT (SELECT ok FROM checked) AS ok, (SELECT id FROM new_order) AS order_id,
+    (SELECT sequence FROM appended) AS sequence
 """
     )
     .bindparams(
+        bindparam("level_ids", type_=ARRAY(BigInteger)),
+        bindparam("qtys", type_=ARRAY(Integer)),
         *(bindparam(name, type_=Order.__table__.c[name].type) for name in _ORDER_FIELDS),
         *(
             bindparam(f"l_{name}", type_=ARRAY(OrderLine.__table__.c[name].type))
@@ -392,74 +460,15 @@ SELECT id FROM new_order
         bindparam("a_positions", type_=ARRAY(BigInteger)),
         bindparam("a_warehouse_ids", type_=ARRAY(BigInteger)),
         bindparam("a_quantities", type_=ARRAY(Integer)),
-    )
-    .columns(id=BigInteger)
-)
-# The guarded update: reserve only what is still available, or change nothing.
-_RESERVE = Prepared(
-    update(InventoryLevel)
-    .where(
-        InventoryLevel.id == bindparam("level_id"),
-        InventoryLevel.on_hand - InventoryLevel.reserved >= bindparam("qty"),
-    )
-    .values(reserved=InventoryLevel.reserved + bindparam("qty"), updated_at=bindparam("now"))
-)
-# PostgreSQL: every reservation of an order, its ledger rows and the order's event in one
-# statement, the transaction's last: the rows it locks (the stock rows, then the event
-# counter, as every writer locks them) are held for the commit's round trip only. The stock
-# rows are locked first, in id order (no deadlocks); the update then reserves on each locked
-# row only what is still available there (READ COMMITTED re-reads a row updated meanwhile),
-# and the ledger gets a row for each reservation made. Only when every reservation was made
-# (and an event is given) is the counter bumped and the event appended (see
-# db.uow._APPEND_ONE_EVENT); otherwise the caller rolls back.
-_RESERVE_AND_RECORD_PG = Prepared(
-    text(
-        f"""
-WITH locked AS MATERIALIZED (
-    SELECT id FROM inventory_level WHERE id = ANY(:level_ids) ORDER BY id FOR NO KEY UPDATE
-), reserved AS (
-    UPDATE inventory_level AS il
-    SET reserved = il.reserved + r.qty, updated_at = :now
-    FROM unnest(:level_ids, :qtys) AS r(id, qty)
-    WHERE il.id = r.id
-      AND il.id IN (SELECT id FROM locked)
-      AND il.on_hand - il.reserved >= r.qty
-    RETURNING il.id, il.product_id, il.warehouse_id, r.qty
-), recorded AS (
-    INSERT INTO stock_movement
-        (product_id, warehouse_id, on_hand_delta, reserved_delta, reason, reference, note,
-         actor, created_at)
-    SELECT product_id, warehouse_id, 0, qty, :reason, :reference, NULL, :actor, :now
-    FROM reserved ORDER BY id
-    RETURNING id
-), bumped AS (
-    UPDATE event_counter SET last_sequence = last_sequence + 1
-    WHERE id = 1 AND :with_event
-      AND (SELECT count(*) FROM recorded) = cardinality(:level_ids)
-    RETURNING last_sequence
-), appended AS (
-    INSERT INTO order_event (sequence, {", ".join(EVENT_COLUMNS)})
-    SELECT last_sequence, {", ".join(f":e_{name}" for name in EVENT_COLUMNS)}
-    FROM bumped
-    RETURNING sequence
-)
-SELECT (SELECT count(*) FROM recorded) AS recorded, (SELECT sequence FROM appended) AS sequence
-"""
-    )
-    .bindparams(
-        bindparam("level_ids", type_=ARRAY(BigInteger)),
-        bindparam("qtys", type_=ARRAY(Integer)),
-        bindparam("now", type_=InventoryLevel.__table__.c.updated_at.type),
         bindparam("reason", type_=String),
-        bindparam("reference", type_=String),
-        bindparam("actor", type_=String),
-        bindparam("with_event", type_=Boolean),
+        bindparam("i_scope", type_=String),
+        bindparam("i_key", type_=String),
         *(
             bindparam(f"e_{name}", type_=OrderEvent.__table__.c[name].type)
-            for name in EVENT_COLUMNS
+            for name in _EVENT_FIELDS
         ),
     )
-    .columns(recorded=Integer, sequence=BigInteger)
+    .columns(ok=Boolean, order_id=BigInteger, sequence=BigInteger)
 )
 
 
@@ -697,49 +706,18 @@ def _place_order_tx(
         for i, line in enumerate(cmd.lines)
     ]
     allocations = [(index, w, qty) for (index, w), qty in plan.allocations.items()]
-    order_id = _write_order(conn, values, lines, allocations)
-    number = format_order_number(order_id)
-    remember_id(
-        conn,
-        idempotency_scope(PLACE_ORDER_SCOPE, work.actor),
-        cmd.idempotency_key,
-        fingerprint,
-        order_id,
-    )
     level_of = {(s.product_id, s.warehouse_id): s.level_id for s in stock}
     reservations = sorted(
         (level_of[key], key, qty) for key, qty in plan.reservations(demands).items()
     )
-    work.record_event(order_id, OrderEventType.PLACED, None, status.value, cmd.note)
-    if reservations:
-        _reserve_and_record(work, reservations, number, now)
-        if on_reserved is not None:
-            on_reserved()
-    return Order(id=order_id, **values)
-
-
-def _write_order(
-    conn: Connection,
-    values: dict[str, Any],
-    lines: list[dict[str, Any]],
-    allocations: list[tuple[int, int, int]],
-) -> int:
-    """Insert the order (``values``: ``_ORDER_FIELDS``), its lines (``_LINE_FIELDS`` each)
-    and their allocations (line index, warehouse id, quantity); the order's id. One
-    statement on PostgreSQL (``_WRITE_ORDER_PG``), three elsewhere."""
+    scope = idempotency_scope(PLACE_ORDER_SCOPE, work.actor)
     if conn.dialect.name == "postgresql":
-        row = _WRITE_ORDER_PG.first(
-            conn,
-            {
-                **values,
-                **{f"l_{name}": [line[name] for line in lines] for name in _LINE_FIELDS},
-                "a_positions": [index + 1 for index, _, _ in allocations],
-                "a_warehouse_ids": [w for _, w, _ in allocations],
-                "a_quantities": [qty for _, _, qty in allocations],
-            },
+        order_id = _place_order_pg(
+            work, values, lines, allocations, reservations, scope, cmd.idempotency_key, cmd.note
         )
-        assert row is not None, "the statement returns the order's id"
-        return int(row.id)
+        if reservations and on_reserved is not None:
+            on_reserved()
+        return Order(id=order_id, **values)
     order_id = _INSERT_ORDER.insert(conn, values)
     line_ids = _INSERT_LINES.scalars(conn, [{"order_id": order_id, **line} for line in lines])
     if allocations:
@@ -750,7 +728,51 @@ def _write_order(
                 for index, w, qty in allocations
             ],
         )
-    return order_id
+    remember_id(conn, scope, cmd.idempotency_key, fingerprint, order_id)
+    work.record_event(order_id, OrderEventType.PLACED, None, status.value, cmd.note)
+    if reservations:
+        _reserve_and_record(work, reservations, format_order_number(order_id), now)
+    return Order(id=order_id, **values)
+
+
+def _place_order_pg(
+    work: CoreWork,
+    values: dict[str, Any],
+    lines: list[dict[str, Any]],
+    allocations: list[tuple[int, int, int]],
+    reservations: list[tuple[int, tuple[int, int], int]],
+    scope: str,
+    idempotency_key: str | None,
+    note: str | None,
+) -> int:
+    """``_PLACE_ORDER_PG``: the order (``values``: ``_ORDER_FIELDS``), its lines
+    (``_LINE_FIELDS`` each), their allocations (line index, warehouse id, quantity), the
+    reservations (stock row id, (product id, warehouse id), quantity), the idempotency
+    record and the PLACED event (with ``note``); the order's id. Raises ``_StockMoved``,
+    having written nothing, when a reservation no longer fits."""
+    event = event_row(work.actor, 0, OrderEventType.PLACED, None, values["status"], note)
+    row = _PLACE_ORDER_PG.first(
+        work.conn,
+        {
+            **values,
+            **{f"l_{name}": [line[name] for line in lines] for name in _LINE_FIELDS},
+            "a_positions": [index + 1 for index, _, _ in allocations],
+            "a_warehouse_ids": [w for _, w, _ in allocations],
+            "a_quantities": [qty for _, _, qty in allocations],
+            "level_ids": [level_id for level_id, _, _ in reservations],
+            "qtys": [qty for _, _, qty in reservations],
+            "reason": StockMovementReason.ORDER_RESERVED.value,
+            "i_scope": scope,
+            "i_key": idempotency_key,
+            **{f"e_{name}": event[name] for name in _EVENT_FIELDS},
+        },
+    )
+    assert row is not None, "the statement returns one row"
+    if not row.ok:
+        raise _StockMoved()
+    assert row.order_id is not None and row.sequence is not None, "the order is written"
+    work.appended(row.sequence)
+    return int(row.order_id)
 
 
 def _reserve_and_record(
@@ -759,37 +781,13 @@ def _reserve_and_record(
     reference: str,
     now: datetime,
 ) -> None:
-    """Reserve ``(stock row id, (product id, warehouse id), quantity)`` for every entry, in
-    stock-row id order (no deadlocks on PostgreSQL), each with its ledger row. Raises
-    ``_StockMoved`` unless every one reserved. PostgreSQL: one statement for all of it and
-    for the event recorded so far, if it is the only one: call it last. Elsewhere: the
-    ledger rows, then the guarded updates (one executemany where the driver reports its
-    row count, else one statement per row); the events are written at commit."""
+    """SQLite: reserve ``(stock row id, (product id, warehouse id), quantity)`` for every
+    entry, each with its ledger row: the ledger rows, then the guarded updates (one
+    executemany where the driver reports its row count, else one statement per row).
+    Raises ``_StockMoved`` unless every one reserved. (PostgreSQL: ``_PLACE_ORDER_PG``.)"""
     conn = work.conn
     actor = work.actor.id
     reason = StockMovementReason.ORDER_RESERVED.value
-    if conn.dialect.name == "postgresql":
-        event = work.pending_event()
-        row = _RESERVE_AND_RECORD_PG.first(
-            conn,
-            {
-                "level_ids": [level_id for level_id, _, _ in reservations],
-                "qtys": [qty for _, _, qty in reservations],
-                "now": now,
-                "reason": reason,
-                "reference": reference,
-                "actor": actor,
-                "with_event": event is not None,
-                **{f"e_{name}": (event or {}).get(name) for name in EVENT_COLUMNS},
-            },
-        )
-        assert row is not None, "the statement returns one row"
-        if row.recorded != len(reservations):
-            raise _StockMoved()
-        if event is not None:
-            assert row.sequence is not None, "the event counter row is missing"
-            work.appended(row.sequence)
-        return
     _INSERT_MOVEMENTS.execute(
         conn,
         [

@@ -4,8 +4,9 @@ release per cancelled order. Every call runs in its own transaction, as requests
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from db.database import Database
 from db.models import IdempotencyRecord, Order, OrderEvent
 from domain.errors import DomainError, DomainErrors, ErrorCode
 from domain.orders import PaymentMethod, SalesChannel
+from resolvers.customers import NewCustomer, create_customer
 from resolvers.orders import cancel_order, confirm_order, place_order
 from tests import factories as f
 from tests.resolvers.test_orders import (
@@ -44,6 +46,34 @@ async def count(db: Database, model: type[Any]) -> int:
         return int((await s.execute(select(func.count()).select_from(model))).scalar_one())
 
 
+async def buyers(db: Database, who: str) -> list[Callable[[list[tuple[str, int]]], Any]]:
+    """``CALLS`` ways to place an order, one per buyer: guests (a new customer each, found
+    or created in the order's transaction) or existing customers (on PostgreSQL, an order
+    for one is a single statement without a transaction)."""
+    if who == "guests":
+        return [partial(f.order, db, email=f"buyer{i}@example.com") for i in range(CALLS)]
+    ids = [
+        (
+            await create_customer(
+                db, NewCustomer(name="Buyer", email=f"buyer{i}@example.com"), CLERK
+            )
+        ).id
+        for i in range(CALLS)
+    ]
+
+    def for_customer(customer_id: int) -> Callable[[list[tuple[str, int]]], Any]:
+        def place(lines: list[tuple[str, int]]) -> Any:
+            cmd = replace(f.order_command(lines), new_customer=None, customer_id=customer_id)
+            return place_order(db, cmd, f.ACTOR, f.PRICING)
+
+        return place
+
+    return [for_customer(customer_id) for customer_id in ids]
+
+
+BUYERS = pytest.mark.parametrize("who", ["guests", "customers"])
+
+
 def only_code(exc: BaseException) -> ErrorCode | None:
     """The one code an expected failure carries (on one line or several); None for
     anything else, which would be a bug."""
@@ -55,24 +85,23 @@ def only_code(exc: BaseException) -> ErrorCode | None:
     return None
 
 
+@BUYERS
 @pytest.mark.parametrize(
     "layout",
     [{"MAIN": 10}, {"MAIN": 4, "EAST": 6}],
     ids=["one-warehouse", "two-warehouses"],
 )
-async def test_place_order_last_units_race(db: Database, layout: dict[str, int]) -> None:
+async def test_place_order_last_units_race(db: Database, layout: dict[str, int], who: str) -> None:
     for priority, code in enumerate(layout):
         await f.warehouse(db, code, priority=priority)
     await f.product(db, "TEE", "19.99")
     for code, qty in layout.items():
         await f.stock(db, "TEE", code, qty)
     quantities = [2 if i % 5 == 0 else 1 for i in range(CALLS)]
+    place = await buyers(db, who)
 
     results = await asyncio.gather(
-        *(
-            f.order(db, [("TEE", qty)], email=f"buyer{i}@example.com")
-            for i, qty in enumerate(quantities)
-        ),
+        *(place[i]([("TEE", qty)]) for i, qty in enumerate(quantities)),
         return_exceptions=True,
     )
 
@@ -91,16 +120,18 @@ async def test_place_order_last_units_race(db: Database, layout: dict[str, int])
     await assert_sequences_dense(db)
 
 
-async def test_place_order_orders_for_many_products_race(db: Database) -> None:
+@BUYERS
+async def test_place_order_orders_for_many_products_race(db: Database, who: str) -> None:
     """Orders touching several stock rows in different line orders: no deadlock, no oversell."""
     await f.warehouse(db)
     for sku in ("A", "B", "C"):
         await f.product(db, sku, "5.00")
         await f.stock(db, sku, "MAIN", 6)
     shapes = [[("A", 1), ("B", 1)], [("B", 1), ("C", 1)], [("C", 1), ("A", 1)]]
+    place = await buyers(db, who)
 
     results = await asyncio.gather(
-        *(f.order(db, shapes[i % 3], email=f"buyer{i}@example.com") for i in range(CALLS)),
+        *(place[i](shapes[i % 3]) for i in range(CALLS)),
         return_exceptions=True,
     )
 
