@@ -14,6 +14,8 @@ from sqlalchemy import func, select
 
 from db.database import Database
 from db.models import IdempotencyRecord, Order, OrderEvent
+from resolvers.customers import NewCustomer, create_customer
+from schema.common import to_global_id
 from tests import factories as f
 from tests.e2e.servers import Server, create_api_key, running_servers
 from tests.resolvers.test_orders import assert_ledger_adds_up, assert_sequences_dense, level
@@ -61,21 +63,65 @@ def payloads(responses: list[httpx.Response], logs: list[str]) -> list[dict[str,
     return [b["data"]["placeOrder"] for b in bodies]
 
 
+async def customers(db_url: str, n: int) -> list[str]:
+    """``n`` existing customers' global ids (on PostgreSQL, an order for one is a single
+    statement without a transaction)."""
+    db = Database(db_url)
+    try:
+        return [
+            str(
+                to_global_id(
+                    "Customer",
+                    (
+                        await create_customer(
+                            db, NewCustomer(name="Buyer", email=f"c{i}@example.com"), f.ACTOR
+                        )
+                    ).id,
+                )
+            )
+            for i in range(n)
+        ]
+    finally:
+        await db.dispose()
+
+
+async def buyer_inputs(
+    db_url: str, who: str, lines: list[list[tuple[str, int]]], **extra: Any
+) -> list[dict[str, Any]]:
+    """placeOrder inputs, one per entry of ``lines``: from guests (a new customer each) or
+    from existing customers."""
+    if who == "guests":
+        return [
+            f.place_order_input(
+                shape, customer={"name": f"Buyer {i}", "email": f"buyer{i}@example.com"}, **extra
+            )
+            for i, shape in enumerate(lines)
+        ]
+    ids = await customers(db_url, len(lines))
+    out = []
+    for shape, customer_id in zip(lines, ids, strict=True):
+        value = f.place_order_input(shape, customerId=customer_id, **extra)
+        del value["customer"]
+        out.append(value)
+    return out
+
+
+BUYERS = pytest.mark.parametrize("who", ["guests", "customers"])
+
+
 async def count(db: Database, model: type[Any], *where: Any) -> int:
     async with db.reader() as s:
         stmt = select(func.count()).select_from(model).where(*where)
         return int((await s.execute(stmt)).scalar_one())
 
 
-async def test_place_order_across_two_servers_never_oversells(db_url: str, tmp_path: Path) -> None:
+@BUYERS
+async def test_place_order_across_two_servers_never_oversells(
+    db_url: str, tmp_path: Path, who: str
+) -> None:
     await seed(db_url, UNITS)
     quantities = [2 if i % 7 == 0 else 1 for i in range(REQUESTS)]
-    inputs = [
-        f.place_order_input(
-            [("TEE", qty)], customer={"name": f"Buyer {i}", "email": f"buyer{i}@example.com"}
-        )
-        for i, qty in enumerate(quantities)
-    ]
+    inputs = await buyer_inputs(db_url, who, [[("TEE", qty)] for qty in quantities])
 
     key = await asyncio.to_thread(create_api_key, db_url)
 
@@ -117,11 +163,12 @@ async def test_place_order_across_two_servers_never_oversells(db_url: str, tmp_p
         await db.dispose()
 
 
+@BUYERS
 async def test_place_order_racing_retries_across_two_servers_make_one_order(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, who: str
 ) -> None:
     await seed(db_url, UNITS)
-    same = f.place_order_input([("TEE", 3)], idempotencyKey="checkout-7")
+    [same] = await buyer_inputs(db_url, who, [[("TEE", 3)]], idempotencyKey="checkout-7")
     # One key on both servers: idempotency keys belong to the caller that sent them.
     key = await asyncio.to_thread(create_api_key, db_url)
 
