@@ -300,7 +300,8 @@ def _row_class(names: list[str]) -> Any:
     return namedtuple("Row", names, rename=True)
 
 
-#: (dialect, driver, paramstyle) whose DBAPI connections plans run on.
+#: (dialect, driver, paramstyle) whose DBAPI connections plans run on. (Not the aiosqlite
+#: engines': their statements go through SQLAlchemy.)
 _DRIVERS = {("sqlite", "pysqlite", "qmark"), ("postgresql", "asyncpg", "numeric_dollar")}
 
 
@@ -310,10 +311,7 @@ def _driver(conn: Connection) -> Any | None:
     dialect = conn.dialect
     if conn.engine.echo or (dialect.name, dialect.driver, dialect.paramstyle) not in _DRIVERS:
         return None
-    raw = conn.connection.dbapi_connection
-    if dialect.name == "sqlite" and not isinstance(raw, sqlite3.Connection):
-        return None  # the aiosqlite engines: their statements go through SQLAlchemy
-    return raw
+    return conn.connection.dbapi_connection
 
 
 def _run(conn: Connection, raw: Any, sql: str, args: Any, *, many: bool = False) -> Any:

@@ -177,16 +177,11 @@ class CoreWork:
     ) -> None:
         self._events.append(event_row(self.actor, order_id, type_, from_status, to_status, note))
 
-    def pending_event(self) -> dict[str, Any] | None:
-        """The one event recorded so far (its columns, less the sequence), for a statement
-        that appends it itself; None unless exactly one is pending. That statement must bump
-        the counter as its own last write and be the transaction's last statement (see
-        ``_APPEND_ONE_EVENT``); it reports the sequence with ``appended``."""
-        return self._events[0] if len(self._events) == 1 else None
-
     def appended(self, sequence: int) -> None:
-        """The pending event is written, with ``sequence``: nothing is left to write."""
-        self._events = []
+        """The use case's own statement appended its one event, with ``sequence``, bumping
+        the event counter as its last write (``resolvers.orders._PLACE_ORDER_PG``); the
+        work records no other event."""
+        assert not self._events and not self.sequences, "one event per work this way"
         self.sequences = [sequence]
 
     def _write_events(self) -> None:

@@ -642,19 +642,20 @@ def _place_order_tx(
     draft: _Draft | None = None,
     on_reserved: Callable[[], None] | None = None,
 ) -> Order:
-    """One transaction, optimistic first: stock rows are not locked while planning. Each
-    reservation is a guarded update that reserves only what is still there (taking the row
-    lock on PostgreSQL, in id order), and one that finds less than planned raises
-    ``_StockMoved``; the caller then runs this again with ``lock_stock``, which locks the
-    products and their stock rows before planning, as every writer of stock does. An order
-    that backorders locks its products and plans again, which serializes it with
-    adjust_inventory and cancel_order (they lock the product too): new stock never misses a
-    backorder being placed. Lock order everywhere: products, orders, stock rows. Row locks
-    are taken as late as possible: the order, its lines and allocations are written before
-    them, so they are held for the last few statements only; on PostgreSQL the ledger and
-    the order's event go in the reserving statement itself, which leaves only the commit's
-    round trip. The products and their stock are one read. With a ``draft`` (an optimistic
-    plan read before the transaction), the transaction only writes."""
+    """One transaction, optimistic first: stock rows are not locked while planning. The
+    reservations then find less than planned or they all succeed, and in the first case
+    nothing is written and ``_StockMoved`` is raised; the caller then runs this again with
+    ``lock_stock``, which locks the products and their stock rows before planning, as every
+    writer of stock does. An order that backorders locks its products and plans again,
+    which serializes it with adjust_inventory and cancel_order (they lock the product too):
+    new stock never misses a backorder being placed. Lock order everywhere: products,
+    orders, stock rows. Row locks are taken as late as possible. SQLite: the order, its
+    lines and allocations are written first, then each reservation is a guarded update,
+    then the events at commit. PostgreSQL: everything is one statement
+    (``_PLACE_ORDER_PG``), the last of the transaction, or the only one: with a ``draft``
+    (an optimistic plan read before) for an existing customer the caller runs this without
+    a transaction (``run_core(transaction=False)``). The products and their stock are one
+    read."""
     conn = work.conn
     if draft is None:
         found = _draft(conn, work.actor, cmd, fingerprint, lock_stock)
@@ -732,6 +733,8 @@ def _place_order_tx(
     work.record_event(order_id, OrderEventType.PLACED, None, status.value, cmd.note)
     if reservations:
         _reserve_and_record(work, reservations, format_order_number(order_id), now)
+        if on_reserved is not None:
+            on_reserved()
     return Order(id=order_id, **values)
 
 
