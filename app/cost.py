@@ -99,6 +99,24 @@ _Vars = Mapping[str, Any] | None
 _Data = Mapping[str, Any]
 
 
+class _FieldInfo:
+    """A field's part of the cost that its selections decide (``_Walker.field_info``)."""
+
+    __slots__ = ("connection", "coordinate", "extra", "field", "group", "key", "kids", "listed")
+
+    def __init__(
+        self, group: _Entries, key: str, coordinate: str | None, field: GraphQLField | None
+    ) -> None:
+        self.group = group  # (kept, so that no other list can take its id meanwhile)
+        self.key = key
+        self.coordinate = coordinate
+        self.field = field
+        self.extra = 0
+        self.kids: _Entries | None = None  # the selections under it; None for a leaf
+        self.connection = False
+        self.listed = False
+
+
 class _Walker:
     """Walks an operation's fields, with the result data (actual cost) or without (requested)."""
 
@@ -130,6 +148,12 @@ class _Walker:
             else:
                 self.variables_invalid = True
         self.coordinates: set[str] = set()
+        # What depends on the selections only, not on the data: the actual cost walks the
+        # same selections once per item returned (a page of 50 orders: 3,000 fields).
+        self._children: dict[tuple[str, tuple[int, ...]], _Entries] = {}
+        self._groups: dict[tuple[int, bool], list[_Entries]] = {}
+        self._applying: dict[tuple[int, str], tuple[_Entries, _Entries]] = {}
+        self._fields: dict[int, _FieldInfo] = {}
 
     def root(self) -> list[_Entry] | None:
         """The root fields of the operation; None if there is no such operation."""
@@ -176,49 +200,93 @@ class _Walker:
         return out
 
     def children(self, named: GraphQLNamedType, group: _Entries) -> _Entries:
-        out: _Entries = []
-        for _, node, seen in group:
-            if node.selection_set is not None:
-                self.collect(named, node.selection_set, seen, out)
+        key = (named.name, tuple(id(node) for _, node, _ in group))
+        out = self._children.get(key)
+        if out is None:
+            out = self._children[key] = []
+            for _, node, seen in group:
+                if node.selection_set is not None:
+                    self.collect(named, node.selection_set, seen, out)
         return out
+
+    def groups(self, entries: _Entries, *, by_key: bool) -> list[_Entries]:
+        """``_groups``, once per list of entries (``children`` hands out the same lists)."""
+        key = (id(entries), by_key)
+        found = self._groups.get(key)
+        if found is None or found[0] is not entries:
+            found = self._groups[key] = [entries, *_groups(entries, by_key=by_key)]
+        return found[1:]
 
     def cost(self, entries: _Entries, data: _Data | None, path: str) -> int:
         """The cost of ``entries``: requested if ``data`` is None, else actual over ``data``."""
         runtime = self.schema.get_type(data.get("__typename") or "") if data is not None else None
+        applied = runtime if isinstance(runtime, GraphQLObjectType) else None
         total = 0
-        for group in _groups(entries, by_key=data is not None):
-            if isinstance(runtime, GraphQLObjectType):  # only the fragments that applied
-                group = [e for e in group if self._applies(e[0], runtime)]
-            if group and (data is None or _key(group[0][1]) in data):
-                value = data[_key(group[0][1])] if data is not None else None
-                total += self._field(group, data is None, value, path)
+        for group in self.groups(entries, by_key=data is not None):
+            if applied is not None:  # only the fragments that applied
+                group = self.applying(group, applied)
+                if not group:
+                    continue
+            info = self.field_info(group)
+            if data is None:
+                total += self._field(info, True, None, path)
+            elif info.key in data:
+                total += self._field(info, False, data[info.key], path)
         return total
 
-    def _field(self, group: _Entries, static: bool, value: Any, path: str) -> int:
+    def applying(self, group: _Entries, runtime: GraphQLObjectType) -> _Entries:
+        """The entries of ``group`` selected on ``runtime`` (or on a type it belongs to)."""
+        key = (id(group), runtime.name)
+        hit = self._applying.get(key)
+        if hit is None or hit[0] is not group:
+            # (``group`` kept with it, so that no other list can take its id meanwhile.)
+            hit = self._applying[key] = (group, [e for e in group if self._applies(e[0], runtime)])
+        return hit[1]
+
+    def field_info(self, group: _Entries) -> _FieldInfo:
+        """What the cost of a field takes from its selections alone, once per group."""
+        found = self._fields.get(id(group))
+        if found is not None and found.group is group:
+            return found
         parent, node, _ = group[0]
         field = _definition(parent, node)
+        coordinate = None
         if node.name.value in INTROSPECTION or field is not None:
-            self.coordinates.add(f"{parent.name}.{node.name.value}")
-        if field is None:  # __typename, introspection, or an invalid field
+            coordinate = f"{parent.name}.{node.name.value}"
+        info = _FieldInfo(group, _key(node), coordinate, field)
+        if field is not None:
+            info.extra = MUTATION_COST if parent is self.schema.mutation_type else 0
+            named = get_named_type(field.type)
+            if is_composite_type(named):
+                info.kids = self.children(named, group)
+                info.connection = _is_connection(named)
+                info.listed = _is_list(field)
+        self._fields[id(group)] = info
+        return info
+
+    def _field(self, info: _FieldInfo, static: bool, value: Any, path: str) -> int:
+        if info.coordinate is not None:
+            self.coordinates.add(info.coordinate)
+        if info.field is None:  # __typename, introspection, or an invalid field
             return 0
-        extra = MUTATION_COST if parent is self.schema.mutation_type else 0
-        named = get_named_type(field.type)
-        if not is_composite_type(named):
+        extra, kids = info.extra, info.kids
+        if kids is None:  # a scalar or an enum
             return extra
-        here = f"{path}.{_key(node)}".lstrip(".")
-        if static and here.count(".") >= MAX_NESTING:  # fragments can nest past the parser's limit
-            root = here.split(".")[0]
-            raise CostError(f"`{root}` is nested more than {MAX_NESTING} fields deep.", node)
-        kids = self.children(named, group)
-        if _is_connection(named):
+        here = path  # (the actual cost names no paths: only the requested cost raises)
+        if static:
+            here = f"{path}.{info.key}".lstrip(".")
+            if here.count(".") >= MAX_NESTING:  # fragments can nest past the parser's limit
+                root = here.split(".")[0]
+                node = info.group[0][1]
+                raise CostError(f"`{root}` is nested more than {MAX_NESTING} fields deep.", node)
+        if info.connection:
             if static:
-                return extra + self._connection(
-                    kids, None, self._page_size(field, node, here), here
-                )
+                size = self._page_size(info.field, info.group[0][1], here)
+                return extra + self._connection(kids, None, size, here)
             if not isinstance(value, Mapping):
                 return extra + CONNECTION_COST
             return extra + self._connection(kids, value, 0, here)
-        if _is_list(field):
+        if info.listed:
             items = None if static else _items(value)
             count = LIST_ESTIMATE if items is None else len(items)
             return extra + count + self._each(kids, items, LIST_ESTIMATE, here)
@@ -234,7 +302,7 @@ class _Walker:
         """2 + n * (1 + what each item costs) + totalCount: n is ``first``/``last`` when
         requested, the number of items returned when actual."""
         total, count = CONNECTION_COST, n
-        for group in _groups(entries, by_key=data is not None):
+        for group in self.groups(entries, by_key=data is not None):
             parent, node, _ = group[0]
             name, key = node.name.value, _key(node)
             named = _field_named_type(_definition(parent, node))
@@ -244,7 +312,7 @@ class _Walker:
                 self.coordinates.add(f"{parent.name}.{name}")
                 items = None if data is None else _items(data[key])
                 count = n if items is None else max(count, len(items))
-                for inner in _groups(self.children(named, group), by_key=data is not None):
+                for inner in self.groups(self.children(named, group), by_key=data is not None):
                     edge_type, edge_node, _ = inner[0]
                     node_type = _field_named_type(_definition(edge_type, edge_node))
                     if name == "nodes" or edge_node.name.value != "node" or node_type is None:

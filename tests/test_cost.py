@@ -427,6 +427,24 @@ def test_actual_cost_applies_only_the_matching_fragment() -> None:
     assert actual(query, data) == 3
 
 
+def test_actual_cost_of_one_fragment_on_results_of_several_types() -> None:
+    """The walk reuses what it worked out per selection: here the same fragment applies
+    to an Order in one place and to a Customer in another, and to many items in each."""
+    query = """{ a: node(id: "x") { ...Both } b: node(id: "y") { ...Both } }
+        fragment Both on Node {
+            __typename
+            ... on Order { lines { sku } }
+            ... on Customer { addresses { city } }
+        }"""
+    order = {"__typename": "Order", "lines": [{"sku": "s"}, {"sku": "t"}]}
+    customer = {"__typename": "Customer", "addresses": [{"city": "c"}]}
+    # a: 1 + 2 lines; b: 1 + 1 address
+    assert actual(query, {"a": order, "b": customer}) == 5
+    assert actual(query, {"a": customer, "b": order}) == 5
+    assert actual(query, {"a": order, "b": order}) == 6
+    assert actual(query, {"a": customer, "b": {"__typename": "Customer", "addresses": []}}) == 3
+
+
 def test_actual_cost_of_a_mutation_and_nodes() -> None:
     query = "mutation { placeOrder(input: {}) { order { number } userErrors { message } } }"
     data: dict[str, Any] = {"placeOrder": {"order": None, "userErrors": [{"message": "no"}]}}
