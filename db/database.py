@@ -68,12 +68,13 @@ def driver_error(exc: sqlite3.Error, statement: str, params: Any, dialect: Any) 
 
 
 def run_on_driver(
-    raw: sqlite3.Connection, statement: str, params: Any, dialect: Any
+    raw: sqlite3.Connection, statement: str, params: Any, dialect: Any, *, many: bool = False
 ) -> sqlite3.Cursor:
-    """``raw.execute``, counted, with SQLAlchemy's exceptions (see ``driver_error``)."""
+    """``raw.execute`` (``raw.executemany`` with a list of parameter tuples when ``many``),
+    counted once, with SQLAlchemy's exceptions (see ``driver_error``)."""
     count_statement()
     try:
-        return raw.execute(statement, params)
+        return raw.executemany(statement, params) if many else raw.execute(statement, params)
     except sqlite3.Error as exc:
         raise driver_error(exc, statement, params, dialect) from exc
 

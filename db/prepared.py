@@ -47,7 +47,7 @@ from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import TextualSelect
 from sqlalchemy.sql.visitors import traverse
 
-from db.database import count_statement, driver_error
+from db.database import count_statement, run_on_driver
 
 Params = Mapping[str, Any]
 _CONSTANT = -2  # a getter's index: the parameter's value is in the statement itself
@@ -317,12 +317,9 @@ def _driver(conn: Connection) -> Any | None:
 def _run(conn: Connection, raw: Any, sql: str, args: Any, *, many: bool = False) -> Any:
     """Run ``sql`` on ``raw`` (``args`` a list of parameter tuples when ``many``): the
     cursor, with the statement counted and driver errors raised as SQLAlchemy's."""
-    count_statement()
     if isinstance(raw, sqlite3.Connection):
-        try:
-            return raw.executemany(sql, args) if many else raw.execute(sql, args)
-        except sqlite3.Error as exc:
-            raise driver_error(exc, sql, args, conn.dialect) from exc
+        return run_on_driver(raw, sql, args, conn.dialect, many=many)
+    count_statement()
     dialect = conn.dialect
     cursor = raw.cursor()
     try:

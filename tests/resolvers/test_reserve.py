@@ -7,7 +7,6 @@ fits."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import partial
@@ -46,6 +45,7 @@ from tests.resolvers.test_orders import (
     level,
     line_allocations,
 )
+from tests.test_prepared import fresh_sqlite
 
 Reservation = tuple[int, tuple[int, int], int]
 
@@ -91,9 +91,7 @@ async def _ledger(db: Database) -> list[tuple[object, ...]]:
 @pytest.fixture
 async def db(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[Database]:
     """SQLite only: PostgreSQL reserves in placeOrder's one statement (tests below)."""
-    path = tmp_path / "reserve.db"
-    shutil.copy(sqlite_template, path)
-    database = Database(f"sqlite+aiosqlite:///{path}")
+    database, _ = fresh_sqlite(tmp_path, sqlite_template, "reserve")
     try:
         yield database
     finally:
