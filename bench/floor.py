@@ -60,13 +60,16 @@ async def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     import resolvers.orders as order_use_cases
     from app.context import Context
     from app.loaders import Loaders
-    from app.main import make_schema
+    from app.main import make_schema, tune_gc_for_serving
     from app.settings import Settings
     from db.database import Database
     from domain.access import Principal
 
     settings = Settings.from_env({"ORDERGRAPH_DATABASE_URL": cfg["database_url"]})
     schema = make_schema()
+    # The garbage collector as the server process has it (``app.main``): the comparison is
+    # between executions, not between collector settings.
+    tune_gc_for_serving()
     variables = {"first": int(cfg.get("first", 50))}
     principal = Principal.system("bench")
     db = Database(settings.database_url)
