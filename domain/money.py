@@ -12,6 +12,7 @@ from decimal import (
     Decimal,
     InvalidOperation,
 )
+from functools import lru_cache
 
 # Minor-unit exponents for currencies that do not use two decimals.
 _EXPONENTS: dict[str, int] = {
@@ -67,6 +68,15 @@ def exponent(currency: str) -> int:
     return _EXPONENTS.get(currency, 2)
 
 
+@lru_cache(maxsize=4096)
+def _amount(minor: int, currency: str) -> Decimal:
+    """The decimal amount of ``minor`` units, exponent fixed by the currency (19.90, not
+    19.9). Remembered: a page of orders shows the same prices again and again, and the
+    decimal arithmetic cost about 2 us each (Decimal is immutable, so sharing is safe)."""
+    exp = exponent(currency)
+    return Decimal(minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp))
+
+
 @dataclass(frozen=True, slots=True)
 class Money:
     minor: int
@@ -97,8 +107,7 @@ class Money:
 
     @property
     def amount(self) -> Decimal:
-        exp = exponent(self.currency)
-        return Decimal(self.minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp))
+        return _amount(self.minor, self.currency)
 
     def _same(self, other: Money) -> None:
         if other.currency != self.currency:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from app.http import GraphQLView, SharedJson
 
 
@@ -51,3 +53,21 @@ def test_other_messages_are_plain_json() -> None:
         {"data": {"x": 1}},
     ):
         assert json.loads(encode(message)) == message
+
+
+def test_answers_are_compact_json_that_reads_back_as_the_same_data() -> None:
+    data = {
+        "data": {"order": {"number": "ORD-000001", "note": 'Zoë said "hi" \u2603\n', "n": 3}},
+        "extensions": {"cost": {"actualQueryCost": 12}, "ratio": 0.5, "ok": True, "none": None},
+    }
+    text = encode(data)
+    assert json.loads(text) == data
+    assert ": " not in text and ", " not in text
+
+
+def test_what_orjson_refuses_is_encoded_by_the_standard_library() -> None:
+    # An integer beyond 64 bits: orjson raises, json encodes it.
+    data = {"data": {"big": 2**70, "list": [1, -(2**65)]}}
+    assert json.loads(encode(data)) == data
+    with pytest.raises(TypeError):  # and what neither can encode still fails loudly
+        encode({"data": {"x": object()}})
