@@ -1,4 +1,5 @@
-"""Reusable query pieces: keyset (cursor) pagination that runs LIMIT n+1, never OFFSET."""
+"""Reusable query pieces: keyset (cursor) pagination that runs LIMIT n+1, never OFFSET, and
+the columns of a model read as plain rows."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, func, inspect, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from db.database import Database
@@ -19,6 +20,22 @@ from domain.validation import MAX_PAGE_SIZE
 
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 20
+
+
+_MODEL_COLUMNS: dict[type[Any], tuple[Any, ...]] = {}
+
+
+def model_columns(model: type[Any]) -> tuple[Any, ...]:
+    """Every mapped column of ``model``, labelled with its attribute name: selecting these
+    gives rows that read like the model's instances (``row.unit_price_minor``), with the
+    same type conversions, and none of the ORM's per-instance bookkeeping. For what is only
+    read and rendered."""
+    columns = _MODEL_COLUMNS.get(model)
+    if columns is None:
+        columns = _MODEL_COLUMNS[model] = tuple(
+            getattr(model, prop.key).label(prop.key) for prop in inspect(model).column_attrs
+        )
+    return columns
 
 
 class InvalidCursor(DomainError):
@@ -126,7 +143,8 @@ async def paginate(
     row_value: Callable[[Any], Any],
 ) -> Page[Any]:
     """One keyset page of ``stmt`` (already filtered) ordered by ``key``; ``totalCount`` runs
-    its COUNT(*) only when asked for."""
+    its COUNT(*) only when asked for. Each is one statement outside a transaction
+    (``Database.read_core``); ``stmt`` usually selects ``model_columns(...)``."""
     check_page_args(args)
     backward = args.last is not None
     size = args.last if backward else (args.first if args.first is not None else DEFAULT_PAGE_SIZE)
@@ -144,16 +162,15 @@ async def paginate(
         if ascending
         else [key.column.desc(), key.id_column.desc()]
     )
-    async with db.reader() as session:
-        rows = list((await session.execute(stmt.order_by(*order).limit(size + 1))).scalars())
+    page_stmt = stmt.order_by(*order).limit(size + 1)
+    rows = list(await db.read_core(lambda conn: conn.execute(page_stmt).all()))
     more = len(rows) > size
     rows = rows[:size]
     if backward:
         rows.reverse()
 
     async def count() -> int:
-        async with db.reader() as session:
-            return int((await session.execute(count_of(filtered))).scalar_one())
+        return int(await db.read_core(lambda conn: conn.execute(count_of(filtered)).scalar_one()))
 
     return Page(
         items=rows,

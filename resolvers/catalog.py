@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Row, or_, select
 
 from db.database import Database
 from db.models import Product, Warehouse
-from db.queries import Page, PageArgs, SortKey, paginate
+from db.queries import Page, PageArgs, SortKey, model_columns, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
 from domain.access import Principal
@@ -157,8 +158,8 @@ PRODUCT_SORT = SortKey("sku", Product.sku, Product.id, False, "str")
 
 async def list_products(
     db: Database, search: str | None, active: bool | None, args: PageArgs
-) -> Page[Product]:
-    stmt = select(Product)
+) -> Page[Row[Any]]:
+    stmt = select(*model_columns(Product))
     if search:
         pattern = "%" + search.replace("\\", "").replace("%", "").replace("_", "") + "%"
         stmt = stmt.where(or_(Product.sku.ilike(pattern), Product.name.ilike(pattern)))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +20,7 @@ from db.models import (
     Warehouse,
     utcnow,
 )
-from db.queries import Page, PageArgs, SortKey, paginate
+from db.queries import Page, PageArgs, SortKey, model_columns, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
 from domain.access import Principal
@@ -271,8 +272,8 @@ INVENTORY_SORT = SortKey("id", InventoryLevel.id, InventoryLevel.id, False, "int
 
 async def list_inventory_levels(
     db: Database, f: InventoryFilterArgs, args: PageArgs
-) -> Page[InventoryLevel]:
-    stmt = select(InventoryLevel)
+) -> Page[Row[Any]]:
+    stmt = select(*model_columns(InventoryLevel))
     if f.sku is not None:
         stmt = stmt.where(
             InventoryLevel.product_id.in_(select(Product.id).where(Product.sku == f.sku))

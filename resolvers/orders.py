@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Connection,
     Integer,
+    Row,
     Select,
     String,
     bindparam,
@@ -39,7 +40,7 @@ from db.models import (
     utcnow,
 )
 from db.prepared import Prepared
-from db.queries import Page, PageArgs, SortKey, paginate
+from db.queries import Page, PageArgs, SortKey, model_columns, paginate
 from db.uow import EVENT_COLUMNS, CoreWork, UnitOfWork, event_row, run_core
 from domain import validation as v
 from domain.access import Principal, check_customer_may_cancel
@@ -983,7 +984,7 @@ class OrderFilterArgs:
 
 
 def _filtered_orders(f: OrderFilterArgs) -> Select[Any]:
-    stmt = select(Order)
+    stmt = select(*model_columns(Order))
     if f.statuses:
         stmt = stmt.where(Order.status.in_([s.value for s in f.statuses]))
     if f.channels:
@@ -1001,7 +1002,9 @@ def _filtered_orders(f: OrderFilterArgs) -> Select[Any]:
     return stmt
 
 
-async def list_orders(db: Database, f: OrderFilterArgs, sort: str, args: PageArgs) -> Page[Order]:
+async def list_orders(
+    db: Database, f: OrderFilterArgs, sort: str, args: PageArgs
+) -> Page[Row[Any]]:
     stmt = _filtered_orders(f)
     key = ORDER_SORTS[sort]
     attr = _SORT_VALUE[key.name]
