@@ -118,7 +118,9 @@ class _FieldInfo:
 
 
 class _Walker:
-    """Walks an operation's fields, with the result data (actual cost) or without (requested)."""
+    """An operation's selections (fragments resolved, merged as execution merges them, with
+    what each field's cost takes from them worked out once per group), and its requested
+    cost. ``_Prepared`` walks the same selections with the result data: the actual cost."""
 
     def __init__(
         self, schema: GraphQLSchema, document: DocumentNode, name: str | None, variables: _Vars
@@ -217,23 +219,6 @@ class _Walker:
             found = self._groups[key] = [entries, *_groups(entries, by_key=by_key)]
         return found[1:]
 
-    def cost(self, entries: _Entries, data: _Data | None, path: str) -> int:
-        """The cost of ``entries``: requested if ``data`` is None, else actual over ``data``."""
-        runtime = self.schema.get_type(data.get("__typename") or "") if data is not None else None
-        applied = runtime if isinstance(runtime, GraphQLObjectType) else None
-        total = 0
-        for group in self.groups(entries, by_key=data is not None):
-            if applied is not None:  # only the fragments that applied
-                group = self.applying(group, applied)
-                if not group:
-                    continue
-            info = self.field_info(group)
-            if data is None:
-                total += self._field(info, True, None, path)
-            elif info.key in data:
-                total += self._field(info, False, data[info.key], path)
-        return total
-
     def applying(self, group: _Entries, runtime: GraphQLObjectType) -> _Entries:
         """The entries of ``group`` selected on ``runtime`` (or on a type it belongs to)."""
         key = (id(group), runtime.name)
@@ -264,7 +249,31 @@ class _Walker:
         self._fields[id(group)] = info
         return info
 
-    def _field(self, info: _FieldInfo, static: bool, value: Any, path: str) -> int:
+    def free(self, entries: _Entries) -> bool:
+        """Whether ``entries`` cost 0 whatever the data: each is a leaf (a scalar or an enum
+        below the mutation root) or unknown to the schema (``__typename``, introspection).
+
+        Exact for the actual cost: the data only decides which of them count (the fields
+        present, the fragments that applied), and however they are grouped and filtered,
+        the first entry of a group is one of them, so ``field_info`` gives no field or no
+        kids, and no ``MUTATION_COST``: 0."""
+        mutation = self.schema.mutation_type
+        for parent, node, _ in entries:
+            field = _definition(parent, node)
+            if field is not None and (
+                parent is mutation or is_composite_type(get_named_type(field.type))
+            ):
+                return False
+        return True
+
+    def cost(self, entries: _Entries, path: str) -> int:
+        """The requested cost of ``entries`` (the fields selected on ``path``)."""
+        total = 0
+        for group in self.groups(entries, by_key=False):
+            total += self._field(self.field_info(group), path)
+        return total
+
+    def _field(self, info: _FieldInfo, path: str) -> int:
         if info.coordinate is not None:
             self.coordinates.add(info.coordinate)
         if info.field is None:  # __typename, introspection, or an invalid field
@@ -272,64 +281,43 @@ class _Walker:
         extra, kids = info.extra, info.kids
         if kids is None:  # a scalar or an enum
             return extra
-        here = path  # (the actual cost names no paths: only the requested cost raises)
-        if static:
-            here = f"{path}.{info.key}".lstrip(".")
-            if here.count(".") >= MAX_NESTING:  # fragments can nest past the parser's limit
-                root = here.split(".")[0]
-                node = info.group[0][1]
-                raise CostError(f"`{root}` is nested more than {MAX_NESTING} fields deep.", node)
+        here = f"{path}.{info.key}".lstrip(".")
+        if here.count(".") >= MAX_NESTING:  # fragments can nest past the parser's limit
+            root = here.split(".")[0]
+            node = info.group[0][1]
+            raise CostError(f"`{root}` is nested more than {MAX_NESTING} fields deep.", node)
         if info.connection:
-            if static:
-                size = self._page_size(info.field, info.group[0][1], here)
-                return extra + self._connection(kids, None, size, here)
-            if not isinstance(value, Mapping):
-                return extra + CONNECTION_COST
-            return extra + self._connection(kids, value, 0, here)
+            size = self._page_size(info.field, info.group[0][1], here)
+            return extra + self._connection(kids, size, here)
         if info.listed:
-            items = None if static else _items(value)
-            count = LIST_ESTIMATE if items is None else len(items)
-            return extra + count + self._each(kids, items, LIST_ESTIMATE, here)
-        return extra + 1 + self._each(kids, None if static else [value], 1, here)
+            return extra + LIST_ESTIMATE + LIST_ESTIMATE * self.cost(kids, here)
+        return extra + 1 + self.cost(kids, here)
 
-    def _each(self, entries: _Entries, items: list[Any] | None, n: int, path: str) -> int:
-        """n times the requested cost of ``entries``, or their actual cost summed over items."""
-        if items is None:
-            return n * self.cost(entries, None, path)
-        return sum(self.cost(entries, item, path) for item in items if isinstance(item, Mapping))
-
-    def _connection(self, entries: _Entries, data: _Data | None, n: int, path: str) -> int:
-        """2 + n * (1 + what each item costs) + totalCount: n is ``first``/``last`` when
-        requested, the number of items returned when actual."""
-        total, count = CONNECTION_COST, n
-        for group in self.groups(entries, by_key=data is not None):
+    def _connection(self, entries: _Entries, n: int, path: str) -> int:
+        """2 + n * (1 + what each item costs) + totalCount, n being ``first``/``last``."""
+        total = CONNECTION_COST
+        for group in self.groups(entries, by_key=False):
             parent, node, _ = group[0]
             name, key = node.name.value, _key(node)
             named = _field_named_type(_definition(parent, node))
-            if data is not None and key not in data:
-                continue
             if name in ("edges", "nodes") and named is not None:
                 self.coordinates.add(f"{parent.name}.{name}")
-                items = None if data is None else _items(data[key])
-                count = n if items is None else max(count, len(items))
-                for inner in self.groups(self.children(named, group), by_key=data is not None):
+                for inner in self.groups(self.children(named, group), by_key=False):
                     edge_type, edge_node, _ = inner[0]
                     node_type = _field_named_type(_definition(edge_type, edge_node))
                     if name == "nodes" or edge_node.name.value != "node" or node_type is None:
-                        total += self._each(inner, items, n, f"{path}.{key}")
+                        total += n * self.cost(inner, f"{path}.{key}")
                         continue
                     self.coordinates.add(f"{edge_type.name}.node")
-                    node_key = _key(edge_node)
-                    values = items and [e.get(node_key) for e in items if isinstance(e, Mapping)]
                     kids = self.children(node_type, inner)
-                    total += self._each(kids, values, n, f"{path}.{key}.{node_key}")
+                    total += n * self.cost(kids, f"{path}.{key}.{_key(edge_node)}")
             elif name == "totalCount":
                 self.coordinates.add(f"{parent.name}.totalCount")
                 total += 1
             else:  # pageInfo is free: walked for its coordinates only
-                cost = self.cost(group, data, path)
+                cost = self.cost(group, path)
                 total += 0 if name == "pageInfo" else cost
-        return total + count
+        return total + n
 
     def _applies(self, parent: GraphQLNamedType, runtime: GraphQLObjectType) -> bool:
         if is_abstract_type(parent):
@@ -398,10 +386,24 @@ def _is_connection(named: GraphQLNamedType) -> bool:
 
 
 def _items(value: Any) -> list[Any]:
-    """The items of a list value (nested lists flattened); none for null."""
+    """The items of a list value (nested lists flattened); none for null. (A flat list is
+    handed out itself: read it only.)"""
     if not isinstance(value, list):
         return []
+    if not any(isinstance(item, list) for item in value):
+        return value
     return [leaf for item in value for leaf in (_items(item) if isinstance(item, list) else [item])]
+
+
+def _count(value: Any) -> int:
+    """``len(_items(value))``, without building the list."""
+    if not isinstance(value, list):
+        return 0
+    count = len(value)
+    for item in value:
+        if isinstance(item, list):
+            count += _count(item) - 1
+    return count
 
 
 _COST_ARGUMENTS = frozenset({"first", "last"})
@@ -452,6 +454,26 @@ def cost_variables(document: DocumentNode) -> frozenset[str]:
     return found
 
 
+def _cache_key(
+    schema: GraphQLSchema, document: DocumentNode, operation_name: str | None, variables: _Vars
+) -> tuple[Any, ...] | None:
+    """What a cost worked out for an operation depends on: the schema, the document, the
+    operation and the values of ``cost_variables`` (each with its type: ``True == 1`` as a
+    key, but they coerce differently); None (no caching) for an unhashable value, which is
+    an invalid one. The caches keep the schema and document, so no id here is reused."""
+    given = variables or {}
+    values = []
+    for name in sorted(cost_variables(document)):
+        value = given.get(name, Undefined)
+        values.append((name, type(value), value))
+    key = (id(schema), id(document), operation_name, tuple(values))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def analyze(
     schema: GraphQLSchema,
     document: DocumentNode,
@@ -460,24 +482,278 @@ def analyze(
 ) -> Analysis:
     """The operation's type, the schema coordinates it touches and its requested cost.
     Cached by document, operation and the values of the variables the cost depends on."""
-    relevant = cost_variables(document)
-    given = variables or {}
-    try:
-        values = tuple(sorted((name, given.get(name, Undefined)) for name in relevant))
-        key = (id(schema), id(document), operation_name, values)
-        hash(key)
-    except TypeError:  # an unhashable value, so an invalid one: no caching
-        key = None
+    key = _cache_key(schema, document, operation_name, variables)
     if key is not None and (cached := _ANALYSIS_CACHE.get(key)) is not None:
         return cached  # type: ignore[no-any-return]
     walker = _Walker(schema, document, operation_name, variables)
     entries = walker.root()
-    cost = walker.cost(entries, None, "") if entries is not None else 0
+    cost = walker.cost(entries, "") if entries is not None else 0
     kind = walker.operation.operation if walker.operation else OperationType.QUERY
     analysis = Analysis(kind, frozenset(walker.coordinates), cost)
     if key is not None:
         _ANALYSIS_CACHE.put(key, (schema, document), analysis)
     return analysis
+
+
+# --- the actual cost ----------------------------------------------------------------------
+
+# How a field's actual cost follows from its value (the kind of a ``_Step``).
+_SCALAR = 0  # extra (a scalar root mutation field; other scalars cost 0 and have no step)
+_OBJECT = 1  # extra + 1 + its selections over the value, if an object
+_LEAF_OBJECT = 2  # extra + 1: its selections cost 0 whatever the value (``_Walker.free``)
+_LIST = 3  # extra + the number of items + its selections over each item
+_LEAF_LIST = 4  # extra + the number of items
+_CONNECTION = 5  # extra + ``_Prepared._connection`` over the value; 2 if not an object
+
+# (response key, kind, MUTATION_COST or 0, the ``_Plan`` of the field's selections, or its
+# ``_ConnectionPlan``, or None for a scalar)
+_Step = tuple[str, int, int, Any]
+_ABSENT: Any = object()
+
+
+class _Plan:
+    """The actual cost of one list of entries (the selections on an object), prepared.
+
+    ``free``: they cost 0 whatever the data (``_Walker.free``), so the field they are
+    selected under never visits its value. ``steps`` (built on the first walk): one per
+    response key that can cost something, for an object whose ``__typename`` names no object
+    type; ``typed``: the same per runtime type, from the fragments that apply to it. The
+    fields that cost 0 there (scalars, ``__typename``, unknown fields) have no step."""
+
+    __slots__ = ("entries", "free", "steps", "typed")
+
+    def __init__(self, entries: _Entries, free: bool) -> None:
+        self.entries = entries  # (kept, so that no other list can take its id meanwhile)
+        self.free = free
+        self.steps: tuple[_Step, ...] | None = None
+        self.typed: dict[str, tuple[_Step, ...]] = {}
+
+
+# What a field selected on a connection adds (``_Part.kind``).
+_ITEMS = 0  # edges or nodes: their number (n) and what each item's selections cost
+_TOTAL_COUNT = 1  # 1
+_OTHER = 2  # its actual cost, as any field's (pageInfo, and fields always free, get no part)
+
+
+class _Part:
+    """A field selected on a connection (``_ConnectionPlan``). For ``edges`` and ``nodes``,
+    ``items`` (built when an answer first has them): what each item costs, as (None, the
+    plan of a field of the item) or, for the ``node`` of an edge, (its response key, the
+    plan of the node's selections); free plans left out. For ``_OTHER``, ``plan``: that of
+    the field itself."""
+
+    __slots__ = ("group", "items", "key", "kind", "name", "named", "plan")
+
+    def __init__(self, kind: int, group: _Entries, named: GraphQLNamedType | None = None) -> None:
+        self.kind = kind
+        self.group = group
+        self.key = _key(group[0][1])
+        self.name = group[0][1].name.value
+        self.named = named
+        self.items: list[tuple[str | None, _Plan]] | None = None
+        self.plan: _Plan | None = None
+
+
+class _ConnectionPlan:
+    """The selections on a connection, prepared: ``parts`` (built on the first walk), one
+    per response key, but those that cost 0 whatever the data (``pageInfo``, free fields)."""
+
+    __slots__ = ("entries", "parts")
+
+    def __init__(self, entries: _Entries) -> None:
+        self.entries = entries  # (kept, so that no other list can take its id meanwhile)
+        self.parts: list[_Part] | None = None
+
+
+class _Prepared:
+    """An operation prepared for the actual cost of its answers (``actual_cost`` caches one
+    per document, operation and values of the cost variables): the plan of each selection
+    is worked out on its first walk, from the ``_Walker``'s groups and field infos, then
+    reused for every item of every answer.
+
+    What is short-cut, each exactly (the same result as visiting every field of the data):
+    fields that cost 0 wherever they are selected have no step; a field whose selections
+    are all free (``_Walker.free``) is not descended into, as they add 0 whatever its value
+    holds: an object costs ``extra + 1`` (null or not), a list ``extra`` + its number of
+    items, and the edges or nodes of a connection add only their number to n.
+
+    Shared by the requests that send the same operation: a walk is synchronous (no await,
+    so two requests on the event loop never interleave within one) and all it leaves on the
+    object are plans, which depend on the selections alone, never on an answer. (Were two
+    threads to walk at once, a plan could be built twice: the same both times, and the
+    memos check the identity of what they are keyed by.)"""
+
+    def __init__(self, walker: _Walker) -> None:
+        self.walker = walker
+        self.schema = walker.schema
+        self._plans: dict[int, _Plan] = {}
+        self._connections: dict[int, _ConnectionPlan] = {}
+        entries = walker.root()
+        self.root = self.plan(entries) if entries is not None else None
+
+    def cost(self, data: _Data) -> int:
+        """The actual cost of the answer ``data``."""
+        return self._cost(self.root, data) if self.root is not None else 0
+
+    def plan(self, entries: _Entries) -> _Plan:
+        """The plan of ``entries``, once per list (the walker hands out the same lists)."""
+        found = self._plans.get(id(entries))
+        if found is None or found.entries is not entries:
+            found = self._plans[id(entries)] = _Plan(entries, self.walker.free(entries))
+        return found
+
+    def _connection_plan(self, entries: _Entries) -> _ConnectionPlan:
+        found = self._connections.get(id(entries))
+        if found is None or found.entries is not entries:
+            found = self._connections[id(entries)] = _ConnectionPlan(entries)
+        return found
+
+    def _steps(self, plan: _Plan, runtime: GraphQLObjectType | None) -> tuple[_Step, ...]:
+        """``plan``'s steps, for all its entries (``runtime`` None) or for those that apply
+        to ``runtime``; fields merged by response key, as execution merges them."""
+        walker, steps = self.walker, list[_Step]()
+        for group in walker.groups(plan.entries, by_key=True):
+            if runtime is not None:
+                group = walker.applying(group, runtime)
+                if not group:
+                    continue
+            info = walker.field_info(group)
+            if info.field is None:  # __typename, introspection, or an invalid field: 0
+                continue
+            if info.kids is None:  # a scalar or an enum
+                if info.extra:
+                    steps.append((info.key, _SCALAR, info.extra, None))
+            elif info.connection:
+                connection = self._connection_plan(info.kids)
+                steps.append((info.key, _CONNECTION, info.extra, connection))
+            else:
+                sub = self.plan(info.kids)
+                if info.listed:
+                    kind = _LEAF_LIST if sub.free else _LIST
+                else:
+                    kind = _LEAF_OBJECT if sub.free else _OBJECT
+                steps.append((info.key, kind, info.extra, sub))
+        done = tuple(steps)
+        if runtime is None:
+            plan.steps = done
+        else:
+            plan.typed[runtime.name] = done
+        return done
+
+    def _cost(self, plan: _Plan, data: _Data) -> int:
+        """The actual cost of ``plan``'s entries over the object ``data``: a field absent
+        from it costs 0; if its ``__typename`` names an object type, only the fragments that
+        apply to that type count."""
+        typename = data.get("__typename")
+        # (Not a string when a field is aliased `__typename`: no type then, rather than a
+        # TypeError for a list.)
+        runtime = self.schema.get_type(typename) if isinstance(typename, str) else None
+        if isinstance(runtime, GraphQLObjectType):
+            steps = plan.typed.get(runtime.name)
+            if steps is None:
+                steps = self._steps(plan, runtime)
+        else:
+            steps = plan.steps
+            if steps is None:
+                steps = self._steps(plan, None)
+        total = 0
+        for key, kind, extra, sub in steps:
+            value = data.get(key, _ABSENT)
+            if value is _ABSENT:
+                continue
+            if kind == _LEAF_OBJECT:
+                total += extra + 1
+            elif kind == _OBJECT:
+                total += extra + 1
+                if isinstance(value, Mapping):
+                    total += self._cost(sub, value)
+            elif kind == _LIST:
+                items = _items(value)
+                total += extra + len(items)
+                for item in items:
+                    if isinstance(item, Mapping):
+                        total += self._cost(sub, item)
+            elif kind == _LEAF_LIST:
+                total += extra + _count(value)
+            elif kind == _CONNECTION:
+                if isinstance(value, Mapping):
+                    total += extra + self._connection(sub, value)
+                else:
+                    total += extra + CONNECTION_COST
+            else:  # _SCALAR
+                total += extra
+        return total
+
+    def _connection(self, connection: _ConnectionPlan, data: _Data) -> int:
+        """2 + n (the more of edges and nodes returned) + what their items cost + 1 for
+        ``totalCount`` + the actual cost of other fields. The fields selected on the
+        connection and on its edges are merged by response key without looking at their
+        ``__typename`` (an edge's ``node`` counts in n, not as a field of the edge); the
+        nodes, the edges' other fields and the connection's other fields are walked as
+        objects (``_cost``)."""
+        parts = connection.parts
+        if parts is None:
+            parts = connection.parts = self._parts(connection.entries)
+        total, count = CONNECTION_COST, 0
+        for part in parts:
+            value = data.get(part.key, _ABSENT)
+            if value is _ABSENT:
+                continue
+            if part.kind == _ITEMS:
+                items = _items(value)
+                count = max(count, len(items))
+                plans = part.items
+                if plans is None:
+                    plans = part.items = self._item_plans(part)
+                for node_key, plan in plans:
+                    for item in items:
+                        if not isinstance(item, Mapping):
+                            continue
+                        if node_key is not None:
+                            item = item.get(node_key)
+                            if not isinstance(item, Mapping):
+                                continue
+                        total += self._cost(plan, item)
+            elif part.kind == _TOTAL_COUNT:
+                total += 1
+            elif part.plan is not None:  # _OTHER
+                total += self._cost(part.plan, data)
+        return total + count
+
+    def _parts(self, entries: _Entries) -> list[_Part]:
+        parts = []
+        for group in self.walker.groups(entries, by_key=True):
+            parent, node, _ = group[0]
+            name = node.name.value
+            named = _field_named_type(_definition(parent, node))
+            if name in ("edges", "nodes") and named is not None:
+                parts.append(_Part(_ITEMS, group, named))
+            elif name == "totalCount":
+                parts.append(_Part(_TOTAL_COUNT, group))
+            elif name != "pageInfo" and not self.walker.free(group):  # else it costs 0
+                part = _Part(_OTHER, group)
+                part.plan = self.plan(group)
+                parts.append(part)
+        return parts
+
+    def _item_plans(self, part: _Part) -> list[tuple[str | None, _Plan]]:
+        walker, plans = self.walker, []
+        assert part.named is not None  # (an _ITEMS part)
+        for inner in walker.groups(walker.children(part.named, part.group), by_key=True):
+            edge_type, edge_node, _ = inner[0]
+            node_type = _field_named_type(_definition(edge_type, edge_node))
+            if part.name == "nodes" or edge_node.name.value != "node" or node_type is None:
+                node_key, entries = None, inner
+            else:
+                node_key, entries = _key(edge_node), walker.children(node_type, inner)
+            plan = self.plan(entries)
+            if not plan.free:
+                plans.append((node_key, plan))
+        return plans
+
+
+# Prepared operations (``_cache_key``); their plans keep the lists their memos are keyed by.
+_PREPARED_CACHE = IdentityCache(1024)
 
 
 def actual_cost(
@@ -487,12 +763,17 @@ def actual_cost(
     variables: _Vars,
     data: Mapping[str, Any] | None,
 ) -> int:
-    """The cost model applied to the result ``data``: items really returned."""
+    """The cost model applied to the result ``data``: items really returned. The operation is
+    prepared once per document, operation and values of ``cost_variables`` (``_Prepared``)."""
     if data is None:
         return 0
-    walker = _Walker(schema, document, operation_name, variables)
-    entries = walker.root()
-    return walker.cost(entries, data, "") if entries is not None else 0
+    key = _cache_key(schema, document, operation_name, variables)
+    prepared: _Prepared | None = _PREPARED_CACHE.get(key) if key is not None else None
+    if prepared is None:
+        prepared = _Prepared(_Walker(schema, document, operation_name, variables))
+        if key is not None:
+            _PREPARED_CACHE.put(key, (schema, document), prepared)
+    return prepared.cost(data)
 
 
 # --- the budget ---------------------------------------------------------------------------

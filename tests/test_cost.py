@@ -5,13 +5,33 @@ Every expected cost is worked out by hand in a comment, from the model in app/co
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from graphql import OperationType, parse
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    VariableNode,
+    build_schema,
+    get_named_type,
+    is_abstract_type,
+    is_composite_type,
+    parse,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import app.cost as cost_module
 from app.cost import (
     Analysis,
     CostBudget,
@@ -75,6 +95,15 @@ def test_cached_analysis_follows_the_variables_of_one_document() -> None:
     assert requested(50, True) == 102
     assert requested(50, False) == 52
     assert requested(1, True) == 4
+
+
+def test_cached_analysis_tells_true_from_one() -> None:
+    # True == 1 as dictionary keys; as `$n: Int!` the first is invalid (estimated at the
+    # largest page), the second a page of one.
+    document = parse("query Q($n: Int!) { orders(first: $n) { nodes { id } } }")
+    invalid = analyze(SCHEMA, document, None, {"n": True}).requested_cost
+    assert analyze(SCHEMA, document, None, {"n": 1}).requested_cost == 3
+    assert invalid > 3
 
 
 def test_invalid_mutation_input_does_not_change_the_cost() -> None:
@@ -454,6 +483,433 @@ def test_actual_cost_of_a_mutation_and_nodes() -> None:
     data = {"orders": {"nodes": [{"lines": [{"sku": "a"}] * 3}, {"lines": []}]}}
     # 2 + 2 items + lines (3 x 1) + (0) = 7
     assert actual(query, data) == 7
+
+
+def test_actual_cost_does_not_look_into_what_costs_nothing() -> None:
+    """Selections of leaves only (scalars, enums, __typename) cost 0 whatever the data: an
+    object of them costs 1, null or not, a list 1 per item, a connection 1 per item."""
+
+    class Untouchable(Mapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            raise AssertionError(f"looked into for {key!r}")
+
+        def __iter__(self) -> Iterator[str]:
+            raise AssertionError("looked into")
+
+        def __len__(self) -> int:
+            raise AssertionError("looked into")
+
+    u = Untouchable()
+    query = """{ order(number: "x") {
+        customer { name __typename } lines { sku quantity }
+        events(first: 3) { nodes { id } edges { cursor node { type } } totalCount }
+    } }"""
+    data = {
+        "order": {
+            "customer": u,
+            "lines": [u, u, [u]],
+            "events": {"nodes": [u, u], "edges": [u], "totalCount": 3},
+        }
+    }
+    # order 1 + customer 1 + lines 3 (nested lists flattened) + events (2 + 2 items + 1) = 10
+    assert actual(query, data) == 10
+    query = "mutation { placeOrder(input: {}) { order { id } userErrors { message } } }"
+    # 10 + payload 1 + order 1 + 2 userErrors = 14
+    assert actual(query, {"placeOrder": {"order": u, "userErrors": [u, u]}}) == 14
+
+
+def test_actual_cost_of_a_field_aliased_typename() -> None:
+    # `__typename` is then whatever the field holds, here a list: no type, no TypeError.
+    query = "{ viewer { __typename: scopes customer { id } } }"
+    data = {"viewer": {"__typename": ["orders:read"], "customer": {"id": "1"}}}
+    # viewer 1 + customer 1 = 2
+    assert actual(query, data) == 2
+
+
+def test_actual_cost_prepares_each_operation_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[Any] = []
+    collected: list[Any] = []
+
+    class Walker(cost_module._Walker):
+        def __init__(self, *args: Any) -> None:
+            built.append(args)
+            super().__init__(*args)
+
+        def collect(self, *args: Any) -> Any:
+            collected.append(args)
+            return super().collect(*args)
+
+    monkeypatch.setattr(cost_module, "_Walker", Walker)
+    document = parse(
+        """query Q($hide: Boolean!, $n: Int!, $note: String) {
+            order(number: $note) { customer @skip(if: $hide) { name } lines { sku } }
+            orders(first: $n) { nodes { id } }
+        }"""
+    )
+    data = {
+        "order": {"customer": {"name": "A"}, "lines": [{"sku": "a"}, {"sku": "b"}]},
+        "orders": {"nodes": [{"id": "1"}]},
+    }
+
+    def run(hide: Any, note: str = "a") -> int:
+        return actual_cost(SCHEMA, document, "Q", {"hide": hide, "n": 5, "note": note}, data)
+
+    # order 1 + customer 1 + 2 lines + orders (2 + 1 item) = 7; 6 with the customer skipped
+    assert run(False) == 7
+    assert len(built) == 1
+    collected.clear()
+    assert run(False, note="b") == 7  # $note is no cost variable
+    assert (len(built), collected) == (1, [])
+    assert run(True) == 6
+    assert len(built) == 2
+    collected.clear()
+    assert (run(False), run(True), run(False)) == (7, 6, 7)
+    assert (len(built), collected) == (2, [])
+    # Unhashable values are not cached: prepared every time.
+    run([True])
+    run([True])
+    assert len(built) == 4
+
+
+# --- actual cost against a reference ----------------------------------------------------------
+
+
+class Reference:
+    """A naive walk of the actual cost model (app/cost.py's docstring): the fragments are
+    expanded again at every object, fields merged by response key, nothing cached, nothing
+    short-cut. For documents without fragment cycles (see test_fragment_cycles_terminate)."""
+
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode, variables: Any) -> None:
+        self.schema = schema
+        self.variables = variables
+        (self.operation,) = [
+            d for d in document.definitions if isinstance(d, OperationDefinitionNode)
+        ]
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+
+    def cost(self, data: Mapping[str, Any]) -> int:
+        root = self.schema.get_root_type(self.operation.operation)
+        assert root is not None
+        return self.selections(self.collect(root, [self.operation.selection_set]), data)
+
+    def included(self, selection: Any) -> bool:
+        for directive in selection.directives or ():
+            value = directive.arguments[0].value
+            on = (
+                self.variables[value.name.value] if isinstance(value, VariableNode) else value.value
+            )
+            if (directive.name.value, on) in (("skip", True), ("include", False)):
+                return False
+        return True
+
+    def collect(self, parent: Any, selection_sets: list[SelectionSetNode]) -> list[Any]:
+        """(the type each field is selected on, the field), fragments expanded."""
+        out: list[Any] = []
+        for selection in (s for set_ in selection_sets for s in set_.selections):
+            if not self.included(selection):
+                continue
+            if isinstance(selection, FieldNode):
+                out.append((parent, selection))
+                continue
+            fragment: Any = selection
+            if isinstance(selection, FragmentSpreadNode):
+                fragment = self.fragments[selection.name.value]
+            condition = fragment.type_condition
+            target = self.schema.get_type(condition.name.value) if condition else parent
+            if is_composite_type(target):
+                out += self.collect(target, [fragment.selection_set])
+        return out
+
+    @staticmethod
+    def by_key(fields: list[Any]) -> dict[str, list[Any]]:
+        groups: dict[str, list[Any]] = {}
+        for parent, node in fields:
+            key = node.alias.value if node.alias else node.name.value
+            groups.setdefault(key, []).append((parent, node))
+        return groups
+
+    @staticmethod
+    def definition(group: list[Any]) -> Any:
+        parent, node = group[0]  # fields merged: the first says which field it is
+        return getattr(parent, "fields", {}).get(node.name.value)
+
+    def kids(self, group: list[Any]) -> list[Any]:
+        named = get_named_type(self.definition(group).type)
+        return self.collect(named, [node.selection_set for _, node in group if node.selection_set])
+
+    def selections(self, fields: list[Any], data: Mapping[str, Any]) -> int:
+        """The fields present in the object ``data``; if its ``__typename`` names an object
+        type, only those selected on it (or on an interface or union it belongs to)."""
+        typename = data.get("__typename")
+        runtime = self.schema.get_type(typename) if isinstance(typename, str) else None
+        if isinstance(runtime, GraphQLObjectType):
+            fields = [
+                (parent, node)
+                for parent, node in fields
+                if parent is runtime
+                or (is_abstract_type(parent) and self.schema.is_sub_type(parent, runtime))
+            ]
+        groups = self.by_key(fields).items()
+        return sum(self.field(group, data[key]) for key, group in groups if key in data)
+
+    def field(self, group: list[Any], value: Any) -> int:
+        definition = self.definition(group)
+        if definition is None:  # __typename, introspection
+            return 0
+        extra = 10 if group[0][0] is self.schema.mutation_type else 0
+        named = get_named_type(definition.type)
+        if not is_composite_type(named):
+            return extra
+        kids = self.kids(group)
+        edges = getattr(named, "fields", {}).get("edges")
+        if edges is not None and "node" in getattr(get_named_type(edges.type), "fields", {}):
+            return extra + (self.connection(kids, value) if isinstance(value, Mapping) else 2)
+        type_ = definition.type
+        if isinstance(type_.of_type if isinstance(type_, GraphQLNonNull) else type_, GraphQLList):
+            items = flatten(value)
+            return extra + len(items) + sum(self.objects(kids, items))
+        return extra + 1 + sum(self.objects(kids, [value]))
+
+    def objects(self, fields: list[Any], values: list[Any]) -> list[int]:
+        return [self.selections(fields, v) for v in values if isinstance(v, Mapping)]
+
+    def connection(self, fields: list[Any], data: Mapping[str, Any]) -> int:
+        """2 + n (the more of edges and nodes returned) + what the items cost + totalCount 1,
+        pageInfo free; the connection's and the edges' fields merged whatever the
+        ``__typename``, an edge's ``node`` counted in n."""
+        total, n = 2, 0
+        for key, group in self.by_key(fields).items():
+            name = group[0][1].name.value
+            if key not in data:
+                continue
+            if name in ("edges", "nodes") and self.definition(group) is not None:
+                items = flatten(data[key])
+                n = max(n, len(items))
+                kids = self.kids(group)
+                if name == "nodes":
+                    total += sum(self.objects(kids, items))
+                    continue
+                for edge in (e for e in items if isinstance(e, Mapping)):
+                    for edge_key, edge_group in self.by_key(kids).items():
+                        field = edge_group[0][1].name.value
+                        if field == "node" and self.definition(edge_group) is not None:
+                            total += sum(self.objects(self.kids(edge_group), [edge.get(edge_key)]))
+                        else:
+                            total += self.selections(edge_group, edge)
+            elif name == "totalCount":
+                total += 1
+            elif name != "pageInfo":
+                total += self.selections(group, data)
+        return total + n
+
+
+def flatten(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        return []
+    return [
+        leaf for item in value for leaf in (flatten(item) if isinstance(item, list) else [item])
+    ]
+
+
+# Unions, nested lists of objects, scalar mutation fields (also below the root: B.m) and lists
+# of connections, which the app's schema has not.
+OTHER_SCHEMA = build_schema("""
+    interface Named { name: String }
+    type A implements Named { name: String a: Int child: A kids: [A] grid: [[B]] }
+    type B implements Named { name: String b: Int a: A m: Mutation }
+    union AB = A | B
+    type ABEdge { cursor: String node: AB }
+    type Info { hasNextPage: Boolean }
+    type ABConnection { edges: [ABEdge] nodes: [AB] pageInfo: Info totalCount: Int extra: A }
+    type Query {
+        ab(first: Int): ABConnection named: Named any: AB grid: [[A]] conns: [ABConnection]
+    }
+    type Mutation { bump: Int make: A names: [String] }
+""")
+
+REFERENCE_DOCUMENTS = [
+    (
+        SCHEMA,
+        """query Q($v: Boolean!, $w: Boolean!) {
+        recent: orders(first: 10) {
+            totalCount
+            edges { cursor node { number buyer: customer { name }
+                lines { sku product { name price { amount } }
+                    allocations { quantity warehouse { code address { city } } } } } }
+            nodes @include(if: $v) { id total { amount } }
+            pageInfo { hasNextPage }
+        }
+        orders(last: 2) { nodes { id } }
+    }""",
+    ),
+    (
+        SCHEMA,
+        """query Q($v: Boolean!, $w: Boolean!) {
+        node(id: "x") {
+            id __typename ...N
+            ... on Order { customer { name } lines @skip(if: $w) { sku } }
+            ... on Customer { addresses { city } }
+        }
+        __typename
+    }
+    fragment N on Node {
+        ... on Order { total { amount } lines { product { sku } } }
+        ... on Product @include(if: $v) { price { amount } inventory { onHand } }
+    }""",
+    ),
+    (
+        SCHEMA,
+        """mutation M($v: Boolean!) {
+        placeOrder(input: {}) { order { id number status } userErrors { field message } }
+        again: placeOrder(input: {}) @include(if: $v) { order { customer { id } } }
+        cancelOrder(input: {orderId: "1", reason: "x"}) { __typename }
+    }""",
+    ),
+    (
+        SCHEMA,
+        """query Q($w: Boolean!) {
+        order(number: "x") {
+            events(first: 5) {
+                edges { cursor node { type order { customer { name } } } }
+                e: edges @skip(if: $w) { node { id } }
+                pageInfo { endCursor }
+                totalCount
+            }
+            ...O
+        }
+        orders(first: 1) { ...C }
+        orders(first: 1) { nodes { customer { id } } }
+    }
+    fragment O on Order { customer { email } events { nodes { id } } }
+    fragment C on OrderConnection { totalCount edges { ...E } }
+    fragment E on OrderEdge { cursor node { ... on Node { id } lines { id } } }""",
+    ),
+    (
+        SCHEMA,
+        """{
+        products(first: 3) { nodes { inventory { warehouse { address { city } } } } }
+        viewer { scopes customer { addresses { city } } }
+        __schema { types { name } }
+        warehouses { code address { city } }
+    }""",
+    ),
+    (
+        OTHER_SCHEMA,
+        """query Q($v: Boolean!) {
+        ab(first: 3) {
+            edges { cursor node { __typename
+                ... on A { a child { name } kids { name } }
+                ... on B { b a { a } } } }
+            nodes { ... on Named { name } ... on A @include(if: $v) { grid { b a { a } } } }
+            pageInfo { hasNextPage }
+            totalCount
+            extra { child { a } }
+        }
+    }""",
+    ),
+    (
+        OTHER_SCHEMA,
+        """query Q($w: Boolean!) {
+        grid { child { a } kids { name } }
+        conns(first: 1) { totalCount }
+        named { name ... on A { child { a } } ... on B @skip(if: $w) { a { child { a } } } }
+        any { ... on B { a { child { a } } m { bump } } ... on Named { name } }
+    }""",
+    ),
+    (
+        OTHER_SCHEMA,
+        "mutation M($v: Boolean!) { bump make { a } x: make { child { a } } "
+        "names y: bump @skip(if: $v) }",
+    ),
+]
+PARSED = [(schema, parse(text), text) for schema, text in REFERENCE_DOCUMENTS]
+TYPENAMES: list[Any] = [None, None, "Order", "Customer", "Product", "OrderConnection", "A", "B"]
+TYPENAMES += ["ABEdge", "Named", "Query", "Mutation", "Nope", "", 7, ["A"]]
+MISSING = object()
+
+
+# Fields whose values are mostly lists in the fake answers (others mostly objects).
+LIST_FIELDS = {"edges", "nodes", "lines", "allocations", "addresses", "inventory", "userErrors"}
+LIST_FIELDS |= {"warehouses", "types", "kids", "grid", "conns"}
+
+
+def fake_answer(
+    draw: st.DrawFn, fragments: dict[str, Any], selections: list[Any], depth: int
+) -> dict[str, Any]:
+    """An answer to ``selections`` that need not fit the schema: any field may be missing,
+    null, a scalar, an object or a (nested) list, and ``__typename`` anything."""
+    keys: dict[str, tuple[str, list[Any]]] = {}
+    pending = list(selections)
+    while pending:
+        selection = pending.pop()
+        if isinstance(selection, FieldNode):
+            name = selection.name.value
+            _, inner = keys.setdefault(
+                selection.alias.value if selection.alias else name, (name, [])
+            )
+            inner += selection.selection_set.selections if selection.selection_set else ()
+            continue
+        if isinstance(selection, FragmentSpreadNode):
+            selection = fragments[selection.name.value]
+        pending += selection.selection_set.selections
+    out: dict[str, Any] = {}
+    typename = draw(st.sampled_from(TYPENAMES))
+    if typename is not None:
+        out["__typename"] = typename
+    for key, (name, inner) in keys.items():
+        shape = "list" if name in LIST_FIELDS else "object"
+        value = fake_value(draw, fragments, inner, shape, depth)
+        if value is not MISSING:
+            out[key] = value
+    return out
+
+
+def fake_value(
+    draw: st.DrawFn, fragments: dict[str, Any], inner: list[Any], shape: str, depth: int
+) -> Any:
+    """Mostly ``shape`` ("object", "list" of objects or "item": an object or a nested list)
+    if there are selections ``inner``."""
+    choices = ["scalar", "missing", "null", "object", "list"]
+    if shape == "item":
+        choices = ["object", "object", "list", "null", "scalar"]
+    elif inner:
+        choices = [shape] * 6 + ["missing", "null", "scalar", "object", "list"]
+    kind = draw(st.sampled_from(choices))
+    if kind == "missing" or (depth > 8 and kind in ("object", "list")):
+        return MISSING
+    if kind in ("null", "scalar"):
+        return None if kind == "null" else "s"
+    if kind == "object":
+        return fake_answer(draw, fragments, inner, depth + 1)
+    size = draw(st.integers(0, 3))
+    items = [fake_value(draw, fragments, inner, "item", depth + 1) for _ in range(size)]
+    return [item for item in items if item is not MISSING]
+
+
+@st.composite
+def answered(draw: st.DrawFn) -> tuple[GraphQLSchema, DocumentNode, str, Any, Any]:
+    schema, document, text = draw(st.sampled_from(PARSED))
+    variables = {"v": draw(st.booleans()), "w": draw(st.booleans())}
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    (operation,) = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    answer = fake_answer(draw, fragments, list(operation.selection_set.selections), 0)
+    return schema, document, text, variables, answer
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(answered())
+def test_actual_cost_is_the_reference_walk(
+    case: tuple[GraphQLSchema, DocumentNode, str, Any, Any],
+) -> None:
+    schema, document, text, variables, answer = case
+    expected = Reference(schema, document, variables).cost(answer)
+    # The documents are parsed once: each is prepared once, then walked over every answer.
+    assert actual_cost(schema, document, None, variables, answer) == expected
+    assert actual_cost(schema, parse(text), None, variables, answer) == expected  # prepared anew
 
 
 # --- the budget -------------------------------------------------------------------------------
