@@ -1,4 +1,5 @@
-"""Per-request DataLoaders (and per-event ones on subscription paths).
+"""Per-request DataLoaders (and per-event ones on subscription paths). They load plain rows
+that read like the models (``db.queries.ModelRow``), not ORM instances.
 
 Each loader is made on first use: a request or a WebSocket connection usually needs only a
 few of them, and a server holding thousands of idle subscriptions keeps one ``Loaders`` per
@@ -21,6 +22,7 @@ from db.models import (
     Product,
     Warehouse,
 )
+from db.queries import ModelRow
 from resolvers.loaders import load_by_id, load_grouped
 
 
@@ -33,29 +35,29 @@ class Loaders:
         self.db = db
 
     @cached_property
-    def order_by_id(self) -> DataLoader[int, Order | None]:
+    def order_by_id(self) -> DataLoader[int, ModelRow | None]:
         return DataLoader(partial(load_by_id, self.db, Order))
 
     @cached_property
-    def customer_by_id(self) -> DataLoader[int, Customer | None]:
+    def customer_by_id(self) -> DataLoader[int, ModelRow | None]:
         return DataLoader(partial(load_by_id, self.db, Customer))
 
     @cached_property
-    def product_by_id(self) -> DataLoader[int, Product | None]:
+    def product_by_id(self) -> DataLoader[int, ModelRow | None]:
         return DataLoader(partial(load_by_id, self.db, Product))
 
     @cached_property
-    def warehouse_by_id(self) -> DataLoader[int, Warehouse | None]:
+    def warehouse_by_id(self) -> DataLoader[int, ModelRow | None]:
         return DataLoader(partial(load_by_id, self.db, Warehouse))
 
     @cached_property
-    def order_lines_by_order_id(self) -> DataLoader[int, list[OrderLine]]:
+    def order_lines_by_order_id(self) -> DataLoader[int, list[ModelRow]]:
         return DataLoader(
             partial(load_grouped, self.db, OrderLine, OrderLine.order_id, order_by=[OrderLine.id])
         )
 
     @cached_property
-    def allocations_by_order_line_id(self) -> DataLoader[int, list[Allocation]]:
+    def allocations_by_order_line_id(self) -> DataLoader[int, list[ModelRow]]:
         return DataLoader(
             partial(
                 load_grouped,
@@ -67,7 +69,7 @@ class Loaders:
         )
 
     @cached_property
-    def inventory_levels_by_product_id(self) -> DataLoader[int, list[InventoryLevel]]:
+    def inventory_levels_by_product_id(self) -> DataLoader[int, list[ModelRow]]:
         return DataLoader(
             partial(
                 load_grouped,
@@ -79,7 +81,7 @@ class Loaders:
         )
 
     @cached_property
-    def order_events_by_order_id(self) -> DataLoader[int, list[OrderEvent]]:
+    def order_events_by_order_id(self) -> DataLoader[int, list[ModelRow]]:
         return DataLoader(
             partial(
                 load_grouped,

@@ -22,6 +22,10 @@ T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 20
 
 
+#: A row of ``model_columns(model)``: a named tuple that reads like an instance of ``model``
+#: (its mapped attributes only). Typed loosely, as the attributes are the model's.
+ModelRow = Any
+
 _MODEL_COLUMNS: dict[type[Any], tuple[Any, ...]] = {}
 
 
