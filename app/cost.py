@@ -150,8 +150,8 @@ class _Walker:
             else:
                 self.variables_invalid = True
         self.coordinates: set[str] = set()
-        # What depends on the selections only, not on the data: the actual cost walks the
-        # same selections once per item returned (a page of 50 orders: 3,000 fields).
+        # What depends on the selections only, not on the data, worked out once per walker:
+        # the requested cost reads it, and so does ``_Prepared`` while it builds its plans.
         self._children: dict[tuple[str, tuple[int, ...]], _Entries] = {}
         self._groups: dict[tuple[int, bool], list[_Entries]] = {}
         self._applying: dict[tuple[int, str], tuple[_Entries, _Entries]] = {}

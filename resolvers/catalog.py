@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import Row, or_, select
+from sqlalchemy import or_, select
 
 from db.database import Database
 from db.models import Product, Warehouse
-from db.queries import Page, PageArgs, SortKey, model_columns, paginate
+from db.queries import ModelRow, Page, PageArgs, SortKey, model_columns, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
 from domain.access import Principal
@@ -158,7 +157,7 @@ PRODUCT_SORT = SortKey("sku", Product.sku, Product.id, False, "str")
 
 async def list_products(
     db: Database, search: str | None, active: bool | None, args: PageArgs
-) -> Page[Row[Any]]:
+) -> Page[ModelRow]:
     stmt = select(*model_columns(Product))
     if search:
         pattern = "%" + search.replace("\\", "").replace("%", "").replace("_", "") + "%"

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from db.database import Database
 from db.models import Customer
 from db.prepared import Prepared
-from db.queries import Page, PageArgs, SortKey, model_columns, paginate
+from db.queries import ModelRow, Page, PageArgs, SortKey, model_columns, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
 from domain.access import Principal
@@ -127,7 +127,7 @@ async def create_customer(
 CUSTOMER_SORT = SortKey("id", Customer.id, Customer.id, False, "int")
 
 
-async def list_customers(db: Database, email: str | None, args: PageArgs) -> Page[Row[Any]]:
+async def list_customers(db: Database, email: str | None, args: PageArgs) -> Page[ModelRow]:
     stmt = select(*model_columns(Customer))
     if email:
         stmt = stmt.where(Customer.email == email.strip().lower())

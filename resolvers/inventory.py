@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +19,7 @@ from db.models import (
     Warehouse,
     utcnow,
 )
-from db.queries import Page, PageArgs, SortKey, model_columns, paginate
+from db.queries import ModelRow, Page, PageArgs, SortKey, model_columns, paginate
 from db.uow import UnitOfWork
 from domain import validation as v
 from domain.access import Principal
@@ -272,7 +271,7 @@ INVENTORY_SORT = SortKey("id", InventoryLevel.id, InventoryLevel.id, False, "int
 
 async def list_inventory_levels(
     db: Database, f: InventoryFilterArgs, args: PageArgs
-) -> Page[Row[Any]]:
+) -> Page[ModelRow]:
     stmt = select(*model_columns(InventoryLevel))
     if f.sku is not None:
         stmt = stmt.where(

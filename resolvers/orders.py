@@ -15,7 +15,6 @@ from sqlalchemy import (
     Boolean,
     Connection,
     Integer,
-    Row,
     Select,
     String,
     bindparam,
@@ -40,7 +39,7 @@ from db.models import (
     utcnow,
 )
 from db.prepared import Prepared
-from db.queries import Page, PageArgs, SortKey, model_columns, paginate
+from db.queries import ModelRow, Page, PageArgs, SortKey, model_columns, paginate
 from db.uow import EVENT_COLUMNS, CoreWork, UnitOfWork, event_row, run_core
 from domain import validation as v
 from domain.access import Principal, check_customer_may_cancel
@@ -1004,7 +1003,7 @@ def _filtered_orders(f: OrderFilterArgs) -> Select[Any]:
 
 async def list_orders(
     db: Database, f: OrderFilterArgs, sort: str, args: PageArgs
-) -> Page[Row[Any]]:
+) -> Page[ModelRow]:
     stmt = _filtered_orders(f)
     key = ORDER_SORTS[sort]
     attr = _SORT_VALUE[key.name]
