@@ -38,7 +38,8 @@ from typing import Any, TypeVar, cast
 
 from graphql import ExecutionResult, GraphQLResolveInfoHelpers, OperationType
 from starlette.types import Message, Send
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from app.execution import LeafFastPath
 
 try:  # uvicorn's default WebSocket implementation when websockets is installed
     from uvicorn.protocols.websockets.websockets_sansio_impl import (
@@ -103,7 +104,7 @@ EXECUTOR_ATTRIBUTES = (
 )
 
 
-class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
+class SharedEventExecution(LeafFastPath):
     """A graphql-core executor whose per-event executions are shared between subscribers
     of the same operation and variables, and which a query or mutation leaves to be freed
     as soon as it is done (``weak_async_helpers``)."""

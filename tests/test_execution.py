@@ -1,0 +1,329 @@
+"""app.execution: plain leaf fields answered directly give what graphql-core's path gives.
+
+A small Strawberry schema with every kind of field (basic leaves of each scalar and enum,
+nullable and not, lists, resolvers, arguments, nested objects) is executed with Strawberry's
+own executor and with ``LeafFastPath``, on generated objects whose attributes hold right
+values, wrong values, nulls, awaitables, raising properties or nothing at all, and on
+generated selections (aliases, repeated fields, fragments, ``@skip``/``@include``,
+``__typename``). Data and errors must be identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import strawberry
+from graphql import GraphQLObjectType
+from graphql.execution.executor import Executor
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from app.execution import LeafFastPath
+from app.execution import leaf_specs as specs_of
+from app.main import make_schema
+
+
+@strawberry.enum
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Other(enum.Enum):
+    BLUE = "blue"
+
+
+@strawberry.type
+class Item:
+    text: str
+    maybe_text: str | None
+    count: int
+    maybe_count: int | None
+    ratio: float
+    flag: bool
+    color: Color
+    maybe_color: Color | None
+    when: datetime
+    day: date
+    amount: Decimal
+    ident: strawberry.ID
+    tags: list[str]
+    child: Item | None
+
+    @strawberry.field
+    def shout(self) -> str:
+        return str(self.text).upper()
+
+    @strawberry.field
+    def plus(self, n: int = 1) -> int:
+        return int(self.count) + n
+
+
+LEAVES = tuple(
+    "text maybeText count maybeCount ratio flag color maybeColor when day amount ident".split()
+)
+OTHERS = ("tags", "shout", "plus", "plus(n: 2)", "__typename")
+PYTHON_NAME = {
+    "maybeText": "maybe_text",
+    "maybeCount": "maybe_count",
+    "maybeColor": "maybe_color",
+}
+
+
+class Boom(Exception):
+    pass
+
+
+class Later:
+    """An awaitable value (a coroutine only once awaited: no warnings when unselected)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        return asyncio.sleep(0, self.value).__await__()
+
+
+def _raising(self: Any) -> Any:
+    raise Boom("no value")
+
+
+# What an attribute may hold: right and wrong values of every kind, and stand-ins for
+# "raises", "awaitable" and "missing".
+RAISES, AWAITS, MISSING = object(), object(), object()
+VALUES = st.one_of(
+    st.sampled_from(
+        [
+            None,
+            "",
+            "text",
+            "été",
+            0,
+            -1,
+            7,
+            2**31,  # beyond GraphQL's Int
+            True,
+            False,
+            1.5,
+            float("nan"),
+            float("inf"),
+            Decimal("12.30"),
+            Decimal("NaN"),
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            date(2026, 1, 2),
+            Color.RED,
+            Color.GREEN,
+            Other.BLUE,
+            "red",
+            "RED",
+            ["a", "b"],
+            {"a": 1},
+            Boom("an exception as a value"),
+        ]
+    ),
+    st.sampled_from([RAISES, AWAITS, MISSING]),
+    st.text(max_size=5),
+    st.integers(),
+)
+
+
+def make_item(values: dict[str, Any], child: Item | None) -> Item:
+    """An Item whose attributes are ``values`` (by Python name), with no checks."""
+    properties = {name: property(_raising) for name, v in values.items() if v is RAISES}
+    cls = type("GeneratedItem", (Item,), properties) if properties else Item
+    item: Any = object.__new__(cls)
+    for name, value in values.items():
+        if value is RAISES or value is MISSING:
+            continue
+        item.__dict__[name] = Later(value) if value is AWAITS else value
+    item.__dict__["child"] = child
+    return item  # type: ignore[no-any-return]
+
+
+def python_name(graphql_name: str) -> str:
+    return PYTHON_NAME.get(graphql_name, graphql_name)
+
+
+# A right value for each leaf, mostly: a wrong one in a non-null field nulls the whole item.
+RIGHT = {
+    "text": st.text(max_size=5),
+    "maybeText": st.none() | st.text(max_size=5),
+    "count": st.integers(-(2**31), 2**31 - 1),
+    "maybeCount": st.none() | st.integers(-(2**31), 2**31 - 1),
+    "ratio": st.floats(allow_nan=False, allow_infinity=False),
+    "flag": st.booleans(),
+    "color": st.sampled_from(Color),
+    "maybeColor": st.none() | st.sampled_from(Color),
+    "when": st.datetimes(timezones=st.just(UTC)),
+    "day": st.dates(),
+    "amount": st.decimals(allow_nan=False, places=2),
+    "ident": st.text(min_size=1, max_size=4),
+}
+
+
+@st.composite
+def items(draw: st.DrawFn, depth: int = 1) -> Item:
+    child = draw(st.none() | items(depth - 1)) if depth > 0 else None
+    values = {
+        python_name(name): draw(RIGHT[name] if draw(st.integers(0, 3)) else VALUES)
+        for name in LEAVES
+    }
+    values["tags"] = draw(st.sampled_from([["x"], [], None, ["x", None], "nope"]))
+    return make_item(values, child)
+
+
+@st.composite
+def selections(draw: st.DrawFn, depth: int = 1) -> str:
+    fields = draw(st.lists(st.sampled_from(LEAVES + OTHERS), min_size=1, max_size=8))
+    parts = []
+    for i, field in enumerate(fields):
+        alias = draw(st.sampled_from(["", f"a{i}: "]))
+        directive = draw(st.sampled_from(["", " @skip(if: true)", " @include(if: true)"]))
+        if field == "__typename" or "(" in field:
+            alias = f"x{i}: " if "(" in field else alias
+        parts.append(f"{alias}{field}{directive}")
+    if draw(st.booleans()):
+        parts.append("...F")
+    if depth > 0 and draw(st.booleans()):
+        parts.append(f"child {{ {draw(selections(depth - 1))} }}")
+    return " ".join(parts)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def items(self, info: strawberry.Info) -> list[Item | None]:
+        return info.context["items"]  # type: ignore[no-any-return]
+
+
+STOCK = strawberry.Schema(query=Query)
+FAST = strawberry.Schema(query=Query, execution_context_class=LeafFastPath)
+
+
+def execute(schema: strawberry.Schema, query: str, objects: list[Item]) -> Any:
+    result = asyncio.run(schema.execute(query, context_value={"items": objects}))
+    return result.data, [(e.message, e.path, e.locations) for e in result.errors or []]
+
+
+@settings(max_examples=300, deadline=None)
+@given(objects=st.lists(items(), max_size=3), selection=selections())
+def test_leaf_fast_path_gives_what_graphql_core_gives(objects: list[Item], selection: str) -> None:
+    query = f"{{ items {{ {selection} }} }} fragment F on Item {{ count color amount }}"
+    assert execute(FAST, query, objects) == execute(STOCK, query, objects)
+
+
+@pytest.fixture
+def stock_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The fields graphql-core's own ``execute_field`` runs."""
+    calls: list[str] = []
+    original = Executor.execute_field
+
+    def spy(self: Any, parent_type: Any, source: Any, details: Any, *rest: Any) -> Any:
+        calls.append(f"{parent_type.name}.{details[0].node.name.value}")
+        return original(self, parent_type, source, details, *rest)
+
+    monkeypatch.setattr(Executor, "execute_field", spy)
+    yield calls
+
+
+def good_item(child: Item | None = None) -> Item:
+    values = {
+        "text": "t",
+        "maybe_text": None,
+        "count": 3,
+        "maybe_count": 4,
+        "ratio": 0.5,
+        "flag": True,
+        "color": Color.RED,
+        "maybe_color": None,
+        "when": datetime(2026, 1, 2, tzinfo=UTC),
+        "day": date(2026, 1, 2),
+        "amount": Decimal("1.10"),
+        "ident": "i1",
+        "tags": ["x"],
+    }
+    return make_item(values, child)
+
+
+def test_plain_leaves_skip_graphql_core_and_everything_else_takes_it(
+    stock_calls: list[str],
+) -> None:
+    query = "{ items { text maybeText count color amount shout plus tags child { count } } }"
+    data, errors = execute(FAST, query, [good_item(good_item())])
+    assert errors == []
+    assert data["items"][0]["amount"] == "1.10"
+    assert data["items"][0]["color"] == "RED"
+    assert data["items"][0]["child"] == {"count": 3}
+    # The root list, the resolvers, the list of strings and the object: graphql-core's.
+    assert sorted(stock_calls) == [
+        "Item.child",
+        "Item.plus",
+        "Item.shout",
+        "Item.tags",
+        "Query.items",
+    ]
+    stock_calls.clear()
+    execute(STOCK, query, [good_item(good_item())])
+    assert "Item.text" in stock_calls and "Item.count" in stock_calls
+
+
+def test_a_value_that_fails_takes_graphql_cores_path_and_its_error(stock_calls: list[str]) -> None:
+    item = good_item()
+    item.__dict__["maybe_count"] = 2**31  # beyond GraphQL's Int: an error, and null
+    item.__dict__["text"] = Later("t")  # awaitable
+    item.__dict__["count"] = None  # non-null: an error, and the item is null
+    query = "{ items { maybeCount text amount count } }"
+    data, errors = execute(FAST, query, [item])
+    assert sorted(stock_calls) == ["Item.count", "Item.maybeCount", "Item.text", "Query.items"]
+    assert data == {"items": [None]}
+    assert sorted((message[:24], path) for message, path, _ in errors) == [
+        ("Cannot return null for n", ["items", 0, "count"]),
+        ("Int cannot represent non", ["items", 0, "maybeCount"]),
+    ]
+    assert (data, errors) == execute(STOCK, query, [item])
+
+
+class CountResolves(SchemaExtension):
+    seen: list[str] = []
+
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        CountResolves.seen.append(info.field_name)
+        return _next(root, info, *args, **kwargs)
+
+
+def test_field_middleware_sees_every_field() -> None:
+    schema = strawberry.Schema(
+        query=Query, execution_context_class=LeafFastPath, extensions=[CountResolves]
+    )
+    CountResolves.seen = []
+    data, errors = execute(schema, "{ items { text count } }", [good_item()])
+    assert errors == [] and data == {"items": [{"text": "t", "count": 3}]}
+    assert CountResolves.seen == ["items", "text", "count"]
+
+
+def test_which_fields_of_the_api_are_answered_directly() -> None:
+    types = make_schema()._schema.type_map
+
+    def leaf_specs(name: str) -> dict[str, Any]:
+        type_ = types[name]
+        assert isinstance(type_, GraphQLObjectType)
+        return specs_of(type_)
+
+    assert set(leaf_specs("Money")) == {"amount", "currency"}
+    assert {"id", "number", "status", "placedAt", "externalId"} <= set(leaf_specs("Order"))
+    # Resolvers and objects are not.
+    assert not {"customer", "lines", "total", "events"} & set(leaf_specs("Order"))
+    assert "product" not in leaf_specs("OrderLine")
+
+
+def test_the_api_executes_on_the_leaf_fast_path() -> None:
+    assert issubclass(make_schema().execution_context_class, LeafFastPath)
+    assert issubclass(LeafFastPath, StrawberryGraphQLCoreExecutionContext)
