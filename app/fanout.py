@@ -39,7 +39,7 @@ from typing import Any, TypeVar, cast
 from graphql import ExecutionResult, GraphQLResolveInfoHelpers, OperationType
 from starlette.types import Message, Send
 
-from app.execution import LeafFastPath
+from app.execution import PlainFieldPath
 
 try:  # uvicorn's default WebSocket implementation when websockets is installed
     from uvicorn.protocols.websockets.websockets_sansio_impl import (
@@ -104,7 +104,7 @@ EXECUTOR_ATTRIBUTES = (
 )
 
 
-class SharedEventExecution(LeafFastPath):
+class SharedEventExecution(PlainFieldPath):
     """A graphql-core executor whose per-event executions are shared between subscribers
     of the same operation and variables, and which a query or mutation leaves to be freed
     as soon as it is done (``weak_async_helpers``)."""

@@ -1,11 +1,11 @@
-"""app.execution: plain leaf fields answered directly give what graphql-core's path gives.
+"""app.execution: plain fields answered directly give what graphql-core's path gives.
 
 A small Strawberry schema with every kind of field (basic leaves of each scalar and enum,
-nullable and not, lists, resolvers, arguments, nested objects) is executed with Strawberry's
-own executor and with ``LeafFastPath``, on generated objects whose attributes hold right
-values, wrong values, nulls, awaitables, raising properties or nothing at all, and on
-generated selections (aliases, repeated fields, fragments, ``@skip``/``@include``,
-``__typename``). Data and errors must be identical.
+nullable and not, lists, resolvers sync and async, arguments, nested objects) is executed
+with Strawberry's own executor and with ``PlainFieldPath``, on generated objects whose
+attributes hold right values, wrong values, nulls, awaitables, raising properties or nothing
+at all, and on generated selections (aliases, repeated fields, fragments,
+``@skip``/``@include``, ``__typename``). Data and errors must be identical.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from app.execution import LeafFastPath
-from app.execution import leaf_specs as specs_of
+from app.execution import PlainFieldPath
+from app.execution import plain_specs as specs_of
 from app.main import make_schema
 
 
@@ -39,6 +39,19 @@ class Color(enum.Enum):
 
 class Other(enum.Enum):
     BLUE = "blue"
+
+
+@strawberry.type
+class Part:
+    label: str
+    size: int | None
+
+    @strawberry.field
+    async def later_label(self) -> str:
+        await asyncio.sleep(0)
+        if self.label == "boom":
+            raise Boom("no label")
+        return self.label
 
 
 @strawberry.type
@@ -57,6 +70,8 @@ class Item:
     ident: strawberry.ID
     tags: list[str]
     child: Item | None
+    part: Part
+    maybe_part: Part | None
 
     @strawberry.field
     def shout(self) -> str:
@@ -71,7 +86,10 @@ LEAVES = tuple(
     "text maybeText count maybeCount ratio flag color maybeColor when day amount ident".split()
 )
 OTHERS = ("tags", "shout", "plus", "plus(n: 2)", "__typename")
+OBJECTS = ("part", "maybePart")
+PART_FIELDS = ("label", "size", "laterLabel", "__typename")
 PYTHON_NAME = {
+    "maybePart": "maybe_part",
     "maybeText": "maybe_text",
     "maybeCount": "maybe_count",
     "maybeColor": "maybe_color",
@@ -135,6 +153,23 @@ VALUES = st.one_of(
 )
 
 
+def make_part(label: Any, size: Any) -> Part:
+    part: Any = object.__new__(Part)
+    part.__dict__.update(label=label, size=size)
+    return part  # type: ignore[no-any-return]
+
+
+# What an object field may hold: parts right and wrong, other objects, and the rest.
+PARTS = st.one_of(
+    st.builds(
+        make_part,
+        st.sampled_from(["a", "boom", None, 3]),
+        st.none() | st.integers(-5, 2**32),
+    ),
+    st.sampled_from([None, {"label": "a"}, "a part", Boom("no part"), RAISES, AWAITS, MISSING]),
+)
+
+
 def make_item(values: dict[str, Any], child: Item | None) -> Item:
     """An Item whose attributes are ``values`` (by Python name), with no checks."""
     properties = {name: property(_raising) for name, v in values.items() if v is RAISES}
@@ -177,6 +212,8 @@ def items(draw: st.DrawFn, depth: int = 1) -> Item:
         for name in LEAVES
     }
     values["tags"] = draw(st.sampled_from([["x"], [], None, ["x", None], "nope"]))
+    for name in OBJECTS:
+        values[python_name(name)] = draw(PARTS)
     return make_item(values, child)
 
 
@@ -192,6 +229,11 @@ def selections(draw: st.DrawFn, depth: int = 1) -> str:
         parts.append(f"{alias}{field}{directive}")
     if draw(st.booleans()):
         parts.append("...F")
+    for i, name in enumerate(OBJECTS):
+        if draw(st.booleans()):
+            sub = draw(st.lists(st.sampled_from(PART_FIELDS), min_size=1, max_size=4))
+            alias = draw(st.sampled_from(["", f"o{i}: "]))
+            parts.append(f"{alias}{name} {{ {' '.join(sub)} }}")
     if depth > 0 and draw(st.booleans()):
         parts.append(f"child {{ {draw(selections(depth - 1))} }}")
     return " ".join(parts)
@@ -205,7 +247,7 @@ class Query:
 
 
 STOCK = strawberry.Schema(query=Query)
-FAST = strawberry.Schema(query=Query, execution_context_class=LeafFastPath)
+FAST = strawberry.Schema(query=Query, execution_context_class=PlainFieldPath)
 
 
 def execute(schema: strawberry.Schema, query: str, objects: list[Item]) -> Any:
@@ -215,7 +257,9 @@ def execute(schema: strawberry.Schema, query: str, objects: list[Item]) -> Any:
 
 @settings(max_examples=300, deadline=None)
 @given(objects=st.lists(items(), max_size=3), selection=selections())
-def test_leaf_fast_path_gives_what_graphql_core_gives(objects: list[Item], selection: str) -> None:
+def test_plain_field_path_gives_what_graphql_core_gives(
+    objects: list[Item], selection: str
+) -> None:
     query = f"{{ items {{ {selection} }} }} fragment F on Item {{ count color amount }}"
     assert execute(FAST, query, objects) == execute(STOCK, query, objects)
 
@@ -249,25 +293,30 @@ def good_item(child: Item | None = None) -> Item:
         "amount": Decimal("1.10"),
         "ident": "i1",
         "tags": ["x"],
+        "part": make_part("p", 2),
+        "maybe_part": None,
     }
     return make_item(values, child)
 
 
-def test_plain_leaves_skip_graphql_core_and_everything_else_takes_it(
+def test_plain_fields_skip_graphql_core_and_everything_else_takes_it(
     stock_calls: list[str],
 ) -> None:
-    query = "{ items { text maybeText count color amount shout plus tags child { count } } }"
+    query = """{ items { text maybeText count color amount shout plus tags
+        child { count } part { label laterLabel } maybePart { label } } }"""
     data, errors = execute(FAST, query, [good_item(good_item())])
     assert errors == []
     assert data["items"][0]["amount"] == "1.10"
     assert data["items"][0]["color"] == "RED"
     assert data["items"][0]["child"] == {"count": 3}
-    # The root list, the resolvers, the list of strings and the object: graphql-core's.
+    assert data["items"][0]["part"] == {"label": "p", "laterLabel": "p"}
+    assert data["items"][0]["maybePart"] is None
+    # The root list, the resolvers and the list of strings: graphql-core's.
     assert sorted(stock_calls) == [
-        "Item.child",
         "Item.plus",
         "Item.shout",
         "Item.tags",
+        "Part.laterLabel",
         "Query.items",
     ]
     stock_calls.clear()
@@ -291,6 +340,23 @@ def test_a_value_that_fails_takes_graphql_cores_path_and_its_error(stock_calls: 
     assert (data, errors) == execute(STOCK, query, [item])
 
 
+def test_an_error_inside_a_plain_object_is_the_fields_as_graphql_core_has_it() -> None:
+    first, second = good_item(), good_item()
+    first.__dict__["part"] = make_part(None, 1)  # label is non-null
+    second.__dict__["maybe_part"] = make_part("boom", 1)  # laterLabel raises, once awaited
+    query = "{ items { count maybePart { size laterLabel } part { size label } } }"
+    data, errors = execute(FAST, query, [first, second])
+    # part is non-null: the first item goes; maybePart is nullable: only it goes.
+    assert data == {
+        "items": [None, {"count": 3, "maybePart": None, "part": {"size": 2, "label": "p"}}]
+    }
+    assert sorted((message, path) for message, path, _ in errors) == [
+        ("Cannot return null for non-nullable field Part.label.", ["items", 0, "part", "label"]),
+        ("no label", ["items", 1, "maybePart", "laterLabel"]),
+    ]
+    assert (data, errors) == execute(STOCK, query, [first, second])
+
+
 class CountResolves(SchemaExtension):
     seen: list[str] = []
 
@@ -301,7 +367,7 @@ class CountResolves(SchemaExtension):
 
 def test_field_middleware_sees_every_field() -> None:
     schema = strawberry.Schema(
-        query=Query, execution_context_class=LeafFastPath, extensions=[CountResolves]
+        query=Query, execution_context_class=PlainFieldPath, extensions=[CountResolves]
     )
     CountResolves.seen = []
     data, errors = execute(schema, "{ items { text count } }", [good_item()])
@@ -312,18 +378,21 @@ def test_field_middleware_sees_every_field() -> None:
 def test_which_fields_of_the_api_are_answered_directly() -> None:
     types = make_schema()._schema.type_map
 
-    def leaf_specs(name: str) -> dict[str, Any]:
+    def specs(name: str) -> dict[str, Any]:
         type_ = types[name]
         assert isinstance(type_, GraphQLObjectType)
         return specs_of(type_)
 
-    assert set(leaf_specs("Money")) == {"amount", "currency"}
-    assert {"id", "number", "status", "placedAt", "externalId"} <= set(leaf_specs("Order"))
-    # Resolvers and objects are not.
-    assert not {"customer", "lines", "total", "events"} & set(leaf_specs("Order"))
-    assert "product" not in leaf_specs("OrderLine")
+    assert set(specs("Money")) == {"amount", "currency"}
+    # Leaves, and objects of types without an is_type_of check (Money).
+    assert {"id", "number", "status", "placedAt", "externalId", "total"} <= set(specs("Order"))
+    # Not resolvers, lists, or objects whose type checks what it is given.
+    assert not {"customer", "lines", "events"} & set(specs("Order"))
+    assert "shippingAddress" in specs("Order")  # an Address
+    assert "product" not in specs("OrderLine")
+    assert "node" not in specs("OrderEdge")  # an Order: Strawberry checks is_type_of
 
 
-def test_the_api_executes_on_the_leaf_fast_path() -> None:
-    assert issubclass(make_schema().execution_context_class, LeafFastPath)
-    assert issubclass(LeafFastPath, StrawberryGraphQLCoreExecutionContext)
+def test_the_api_executes_on_the_plain_field_path() -> None:
+    assert issubclass(make_schema().execution_context_class, PlainFieldPath)
+    assert issubclass(PlainFieldPath, StrawberryGraphQLCoreExecutionContext)
