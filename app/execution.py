@@ -116,10 +116,8 @@ class PlainFieldPath(StrawberryGraphQLCoreExecutionContext):
         position_context: Any,
     ) -> Any:
         node = field_details_list[0].node
-        try:
-            specs = parent_type.__dict__[_SPECS]
-        except KeyError:
-            specs = plain_specs(parent_type)
+        # (plain_specs, without a call for every field once the type has its specs)
+        specs = parent_type.__dict__.get(_SPECS) or plain_specs(parent_type)
         spec = specs.get(node.name.value)
         if spec is not None and not node.arguments and not _has_middleware(self):
             name, non_null, coerce, object_type, return_type = spec
