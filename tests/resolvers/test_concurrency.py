@@ -17,7 +17,7 @@ from db.models import IdempotencyRecord, Order, OrderEvent
 from domain.errors import DomainError, DomainErrors, ErrorCode
 from domain.orders import PaymentMethod, SalesChannel
 from resolvers.customers import NewCustomer, create_customer
-from resolvers.orders import cancel_order, confirm_order, place_order
+from resolvers.orders import PlacedOrder, cancel_order, confirm_order, place_order
 from tests import factories as f
 from tests.resolvers.test_orders import (
     CLERK,
@@ -105,13 +105,13 @@ async def test_place_order_last_units_race(db: Database, layout: dict[str, int],
         return_exceptions=True,
     )
 
-    sold = [qty for qty, r in zip(quantities, results, strict=True) if isinstance(r, Order)]
-    refused = [r for r in results if not isinstance(r, Order)]
+    sold = [qty for qty, r in zip(quantities, results, strict=True) if isinstance(r, PlacedOrder)]
+    refused = [r for r in results if not isinstance(r, PlacedOrder)]
     assert [only_code(r) for r in refused] == [ErrorCode.INSUFFICIENT_STOCK] * len(refused), [
         repr(r) for r in refused
     ]
     assert sum(sold) == 10
-    assert len({r.id for r in results if isinstance(r, Order)}) == len(sold)
+    assert len({r.id for r in results if isinstance(r, PlacedOrder)}) == len(sold)
     for code, qty in layout.items():
         assert await level(db, "TEE", code) == (qty, qty)
     assert await count(db, Order) == len(sold)
@@ -135,8 +135,8 @@ async def test_place_order_orders_for_many_products_race(db: Database, who: str)
         return_exceptions=True,
     )
 
-    placed = [shapes[i % 3] for i, r in enumerate(results) if isinstance(r, Order)]
-    refused = [(shapes[i % 3], r) for i, r in enumerate(results) if not isinstance(r, Order)]
+    placed = [shapes[i % 3] for i, r in enumerate(results) if isinstance(r, PlacedOrder)]
+    refused = [(shapes[i % 3], r) for i, r in enumerate(results) if not isinstance(r, PlacedOrder)]
     assert [only_code(r) for _, r in refused] == [ErrorCode.INSUFFICIENT_STOCK] * len(refused), [
         repr(r) for _, r in refused
     ]
@@ -163,8 +163,8 @@ async def test_place_order_racing_idempotent_retries_make_one_order(db: Database
         return_exceptions=True,
     )
 
-    assert all(isinstance(r, Order) for r in results), [repr(r) for r in results]
-    assert len({r.id for r in results if isinstance(r, Order)}) == 1
+    assert all(isinstance(r, PlacedOrder) for r in results), [repr(r) for r in results]
+    assert len({r.id for r in results if isinstance(r, PlacedOrder)}) == 1
     assert await count(db, Order) == 1
     assert await count(db, IdempotencyRecord) == 1
     assert await level(db, "TEE") == (10, 3)
@@ -192,8 +192,8 @@ async def test_place_order_racing_same_external_id_makes_one_order(db: Database)
         return_exceptions=True,
     )
 
-    assert all(isinstance(r, Order) for r in results), [repr(r) for r in results]
-    assert len({r.id for r in results if isinstance(r, Order)}) == 1
+    assert all(isinstance(r, PlacedOrder) for r in results), [repr(r) for r in results]
+    assert len({r.id for r in results if isinstance(r, PlacedOrder)}) == 1
     assert await count(db, Order) == 1
     assert await level(db, "TEE") == (10, 2)
     await assert_ledger_adds_up(db)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 
 from db.database import Database
 from db.models import (
@@ -34,6 +35,7 @@ from resolvers.common import request_hash
 from resolvers.customers import NewCustomer
 from resolvers.orders import (
     LineInput,
+    PlacedOrder,
     PlaceOrderCommand,
     _fingerprint,
     cancel_order,
@@ -675,9 +677,20 @@ async def test_place_order_idempotent_replay_returns_first_order(db: Database) -
     # The stock is gone now: a replay must not plan again, only return the first order.
     again = await f.order(db, [("TEE", 2)], idempotency_key="checkout-1")
 
-    assert again.id == first.id
-    assert again.total_minor == first.total_minor
+    assert again == first  # every column, as stored
     assert await snapshot(db) == before
+
+
+async def test_the_placed_order_is_the_stored_order_column_for_column(db: Database) -> None:
+    await seed(db, {("TEE", "NEAR"): 5, ("MUG", "FAR"): 5}, TEE="19.99", MUG="7.50")
+    placed = await f.order(db, [("TEE", 2), ("MUG", 1)], note="gift")
+
+    async with db.reader() as s:
+        stored = await s.get(Order, placed.id)
+    columns = [prop.key for prop in sa_inspect(Order).column_attrs]
+    assert sorted(PlacedOrder._fields) == sorted(columns)
+    assert stored is not None
+    assert placed == PlacedOrder(**{name: getattr(stored, name) for name in columns})
 
 
 async def test_place_order_idempotency_key_reused_for_other_input(db: Database) -> None:
