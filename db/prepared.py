@@ -51,13 +51,14 @@ from db.database import count_statement, run_on_driver
 
 Params = Mapping[str, Any]
 _CONSTANT = -2  # a getter's index: the parameter's value is in the statement itself
-_Processor = Callable[[Any], Any] | None
+_Convert = Callable[[Any], Any]
+_Processor = _Convert | None
 
 
 class _Plan:
     """One compiled shape of a statement, ready to run on the driver."""
 
-    __slots__ = ("defaults", "getters", "key_returned", "results", "row", "sql")
+    __slots__ = ("defaults", "getters", "key_returned", "processed", "row", "sql")
 
     def __init__(
         self,
@@ -65,7 +66,7 @@ class _Plan:
         getters: tuple[tuple[str, int, _Processor, Any], ...],
         defaults: tuple[tuple[str, Callable[[], Any]], ...],
         row: Any,
-        results: tuple[_Processor, ...] | None,
+        processed: tuple[tuple[int, _Convert], ...],
         key_returned: bool = False,
     ) -> None:
         self.sql = sql
@@ -73,7 +74,8 @@ class _Plan:
         self.getters = getters
         self.defaults = defaults  # (parameter, makes its value): Python-side column defaults
         self.row = row  # a namedtuple class, or None when the statement returns no rows
-        self.results = results  # result processors by column, None when none has one
+        # (column index, result processor) for each column that has one
+        self.processed = processed
         # An INSERT that returns its new primary key itself (PostgreSQL's implicit
         # RETURNING), rather than through the cursor's ``lastrowid`` (SQLite).
         self.key_returned = key_returned
@@ -95,12 +97,18 @@ class _Plan:
 
     def rows(self, raw: list[tuple[Any, ...]]) -> list[Any]:
         make = self.row._make
-        results = self.results
-        if results is None:
+        processed = self.processed
+        if not processed:
             return [make(r) for r in raw]
-        return [
-            make(v if p is None else p(v) for p, v in zip(results, r, strict=True)) for r in raw
-        ]
+        # Only the columns with a processor are touched (a generator over every column cost
+        # about 2 us per row of eleven columns, of which two had one).
+        rows = []
+        for r in raw:
+            values = list(r)
+            for index, process in processed:
+                values[index] = process(values[index])
+            rows.append(make(values))
+        return rows
 
 
 def _default_maker(column: Any) -> Callable[[], Any] | None:
@@ -281,17 +289,22 @@ class Prepared:
         else:
             return None
         row_class: Any = None
-        results: tuple[_Processor, ...] | None = None
+        processed: list[tuple[int, _Convert]] = []
         if columns:
             names = [getattr(c, "key", None) or f"c{i}" for i, c in enumerate(columns)]
             row_class = _row_class(names)
-            procs = tuple(
-                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
-            )
-            results = procs if any(p is not None for p in procs) else None
+            for index, column in enumerate(columns):
+                process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+                if process is not None:
+                    processed.append((index, process))
         key_returned = bool(compiled.implicit_returning)
         return _Plan(
-            state.statement, tuple(getters), tuple(defaults), row_class, results, key_returned
+            state.statement,
+            tuple(getters),
+            tuple(defaults),
+            row_class,
+            tuple(processed),
+            key_returned,
         )
 
 
