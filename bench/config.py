@@ -35,6 +35,11 @@ class BenchSettings:
     seed_orders: int = 200
     read_orders: int = 60  # orders of exactly 3 lines, placed before the servers start
     postgres_workers: int = 2
+    # placeOrder's ratio to { __typename }: alternating windows of each on the same servers
+    # (see bench.scenarios.place_ratio_rounds).
+    place_ratio_rounds: int = 3
+    place_ratio_warmup_s: float = 1.0
+    place_ratio_window_s: float = 3.0
     # placeOrder on 1 and on 2 PostgreSQL processes, in alternating windows (see
     # bench.scenarios.scale_out).
     scale_out_rounds: int = 3
@@ -60,6 +65,9 @@ QUICK = replace(
     floor_duration_s=2.0,
     sql_samples=1,
     seed_orders=30,
+    place_ratio_rounds=1,
+    place_ratio_warmup_s=0.5,
+    place_ratio_window_s=1.5,
     scale_out_rounds=1,
     scale_out_warmup_s=0.5,
     scale_out_window_s=2.0,

@@ -30,6 +30,18 @@ def _missing(name: str, threshold: str, why: str) -> dict[str, Any]:
     return _target(name, None, threshold, None, note=f"not measured: {why}")
 
 
+def _place_rounds(place: dict[str, Any]) -> str:
+    """How the place ratio was taken, when from alternating rounds."""
+    rounds = place.get("ratio_rounds") or []
+    if not rounds:
+        return ""
+    ratios = ", ".join(_num(r["ratio"], 3) for r in rounds)
+    return (
+        f"; ratio: median of {len(rounds)} alternating rounds ({ratios}), "
+        f"one window {_num(place.get('ratio_one_window'), 3)}"
+    )
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
 
@@ -43,7 +55,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 ratio,
                 threshold,
                 ratio >= PLACE_VS_TRIVIAL,
-                detail=f"{place['orders_per_s']} orders/s vs {place['trivial_rps']} trivial/s",
+                detail=f"{place['orders_per_s']} orders/s vs {place['trivial_rps']} trivial/s"
+                + _place_rounds(place),
             )
         )
     else:
@@ -265,8 +278,8 @@ def _rows(backend: str, name: str, r: dict[str, Any]) -> list[list[str]]:
                 _ms(r["latency_ms"], "p99"),
                 _num(r["trivial_rps"]),
                 _num(r["ratio_to_trivial"], 3),
-                f"c={r['concurrency']}, {_consistency(r)}{_cpu(r)}{waits}{_split(r)} "
-                f"{failed}".strip(),
+                f"c={r['concurrency']}, {_consistency(r)}{_cpu(r)}{waits}{_split(r)}"
+                f"{_place_rounds(r)} {failed}".strip(),
             ]
         ]
     if name == "read":
