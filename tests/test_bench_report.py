@@ -114,8 +114,9 @@ def test_place_target_is_the_median_of_the_alternating_rounds() -> None:
     [target] = [t for t in evaluate_targets(results) if t["name"].startswith("place vs")]
     assert target["measured"] == 0.4
     assert target["met"]
-    assert "median of 3 alternating rounds (0.410, 0.300, 0.400), one window 0.200" in (
-        target["detail"]
+    assert (
+        "median of 3 alternating rounds (0.410, 0.300, 0.400), one window 0.200"
+        in (target["detail"])
     )
     results["targets"] = evaluate_targets(results)
     assert "median of 3 alternating rounds (0.410, 0.300, 0.400)" in render_table(results)
