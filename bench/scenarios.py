@@ -255,7 +255,7 @@ def place_ratio_rounds(ctx: Context) -> list[dict[str, Any]]:
     s = ctx.settings
     rounds: list[dict[str, Any]] = []
     for _ in range(s.place_ratio_rounds):
-        rates: dict[str, float] = {}
+        windows: dict[str, dict[str, Any]] = {}
         for kind, concurrency in (
             ("trivial", s.trivial_concurrency),
             ("place", s.place_concurrency),
@@ -267,16 +267,16 @@ def place_ratio_rounds(ctx: Context) -> list[dict[str, Any]]:
                 warmup=s.place_ratio_warmup_s,
                 duration=s.place_ratio_window_s,
             )
-            window = _kind(result, kind)
-            rates[kind] = window["rate"]
+            windows[kind] = _kind(result, kind)
+        trivial, orders = windows["trivial"], windows["place"]
         rounds.append(
             {
-                "trivial_rps": rates["trivial"],
-                "orders_per_s": rates["place"],
-                "ratio": _ratio(rates["place"], rates["trivial"]),
-                "failed": window["failed_total"],
-                "ok_total": window["ok_total"],
-                "distinct_orders": window["distinct_orders"],
+                "trivial_rps": trivial["rate"],
+                "orders_per_s": orders["rate"],
+                "ratio": _ratio(orders["rate"], trivial["rate"]),
+                "failed": orders["failed_total"],
+                "ok_total": orders["ok_total"],
+                "distinct_orders": orders["distinct_orders"],
             }
         )
     return rounds
