@@ -35,6 +35,7 @@ from app.hooks import LeanSchema
 from app.http import GraphQLView, MaskUnexpectedErrors, SqlStatementCount
 from app.outbox import OutboxRelay
 from app.settings import Settings
+from app.variables import install as install_variable_coercion
 from db.database import Database
 from schema import build_schema
 
@@ -164,6 +165,7 @@ def make_schema(
     ]
     if debug:
         extensions.append(SqlStatementCount)
+    install_variable_coercion()
     return build_schema(
         extensions, execution_context_class=SharedEventExecution, schema_class=LeanSchema
     )
