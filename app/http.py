@@ -21,6 +21,7 @@ from strawberry.exceptions import ConnectionRejectionError, StrawberryGraphQLErr
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.base import HTTPException  # type: ignore[attr-defined]
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -113,6 +114,17 @@ class SqlStatementCount(SchemaExtension):
 
     def get_results(self) -> dict[str, Any]:
         return {"debug": {"sqlStatements": self._counter.count}}
+
+
+def _json_without_nul(content_type: str | None, body: bytes) -> bool:
+    """Whether a body Strawberry decodes as JSON certainly has no NUL in any string: JSON
+    can carry one only as the escape ``\\u0000`` (the decoder refuses a raw one), so a body
+    without that text has none. (One with it may still have none, ``\\\\u0000``: the
+    decoded values are then walked.) About 0.5 µs for a ``placeOrder`` body, where walking
+    its decoded variables took 8 µs."""
+    return parse_content_type(content_type or "")[0] == "application/json" and (
+        b"\\u0000" not in body
+    )
 
 
 def _has_nul(value: Any) -> bool:
@@ -365,6 +377,10 @@ class GraphQLView(GraphQL[Context, None]):
 
     async def parse_http_body(self, request: Any) -> Any:
         data = await super().parse_http_body(request)
+        if request.method == "POST" and _json_without_nul(
+            request.content_type, await request.get_body()
+        ):
+            return data
         for item in data if isinstance(data, list) else [data]:
             if _has_nul(item.query) or _has_nul(item.variables):
                 # Valid JSON, but no database stores it: refuse it as a malformed request.

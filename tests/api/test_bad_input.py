@@ -827,6 +827,15 @@ async def test_nul_characters_are_a_malformed_request(
     assert await snapshot_of(seeded) == before
 
 
+async def test_the_text_of_a_nul_escape_is_not_a_nul(client: httpx.AsyncClient) -> None:
+    # The body holds the text \\u0000 (an escaped backslash, then "u0000"): no NUL, though
+    # a quick look at the bytes for a NUL's escape finds one.
+    response = await send(client, "query($s: String!) { product(sku: $s) { id } }", {"s": "\\u0000"})
+    assert b"\\\\u0000" in response.request.content
+    assert response.status_code == 200
+    assert response.json()["data"] == {"product": None}
+
+
 @pytest.mark.parametrize("value", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
 async def test_out_of_range_filter_time_is_a_clear_error(
     value: str, client: httpx.AsyncClient
