@@ -42,6 +42,19 @@ def _place_rounds(place: dict[str, Any]) -> str:
     )
 
 
+def _raw_writes(place: dict[str, Any]) -> str:
+    """The target's premise as measured (bench.scenarios.raw_sqlite_writes), when it was."""
+    raw = place.get("raw_sqlite")
+    if not raw:
+        return ""
+    return (
+        f"; raw sqlite3 doing its writes: {_num(raw['orders_per_s'])} orders/s "
+        f"({_num(raw['cpu_us_per_order'], 0)} us CPU each) = "
+        f"{_num(raw['ratio_to_trivial'], 2)} x trivial (the issue expects about 2), "
+        f"so at most {_num(raw['place_ratio_bound'], 2)} x trivial for placeOrder"
+    )
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
 
@@ -56,7 +69,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 threshold,
                 ratio >= PLACE_VS_TRIVIAL,
                 detail=f"{place['orders_per_s']} orders/s vs {place['trivial_rps']} trivial/s"
-                + _place_rounds(place),
+                + _place_rounds(place)
+                + _raw_writes(place),
             )
         )
     else:
@@ -279,7 +293,7 @@ def _rows(backend: str, name: str, r: dict[str, Any]) -> list[list[str]]:
                 _num(r["trivial_rps"]),
                 _num(r["ratio_to_trivial"], 3),
                 f"c={r['concurrency']}, {_consistency(r)}{_cpu(r)}{waits}{_split(r)}"
-                f"{_place_rounds(r)} {failed}".strip(),
+                f"{_place_rounds(r)}{_raw_writes(r)} {failed}".strip(),
             ]
         ]
     if name == "read":

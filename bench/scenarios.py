@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -225,6 +226,12 @@ def place(ctx: Context) -> dict[str, Any]:
             )
     one_window = _ratio(p["rate"], top["rate"])
     ratios = [r["ratio"] for r in rounds if r["ratio"] is not None]
+    trivial_rates = [r["trivial_rps"] for r in rounds if r["trivial_rps"]]
+    raw = (
+        raw_sqlite_writes(ctx, median(trivial_rates) or top["rate"])
+        if ctx.backend == "sqlite"
+        else None
+    )
     return {
         "orders_per_s": p["rate"],
         "latency_ms": p["latency_ms"],
@@ -241,6 +248,7 @@ def place(ctx: Context) -> dict[str, Any]:
         "ratio_to_trivial": median(ratios) if ratios else one_window,
         "ratio_one_window": one_window,
         "ratio_rounds": rounds,
+        "raw_sqlite": raw,
         "consistency": consistency,
         "postgres_sessions": activity.summary() if activity is not None else None,
     }
@@ -280,6 +288,43 @@ def place_ratio_rounds(ctx: Context) -> list[dict[str, Any]]:
             }
         )
     return rounds
+
+
+def raw_sqlite_writes(ctx: Context, trivial_rps: float | None) -> dict[str, Any]:
+    """The place target's premise, measured: raw sqlite3 doing placeOrder's writes
+    (``bench.rawplace``), one thread on a copy of this database, while the server idles.
+    ``ratio_to_trivial`` is what the issue expects to be about 2; ``place_ratio_bound`` is
+    what placeOrder's ratio would be if an order cost the server a trivial request plus
+    those writes and nothing else: 1 / (1 + trivial rate / raw rate)."""
+    s = ctx.settings
+    source = Path(ctx.database_url.split(":///", 1)[1])
+    copy = ctx.workdir / "rawplace.db"
+    with sqlite3.connect(source) as live, sqlite3.connect(copy) as target:
+        live.backup(target)
+    try:
+        result = run_module(
+            "bench.rawplace",
+            [
+                json.dumps(
+                    {
+                        "database": str(copy),
+                        "warmup": s.place_ratio_warmup_s,
+                        "duration": s.place_ratio_window_s,
+                    }
+                )
+            ],
+            timeout=s.place_ratio_warmup_s + s.place_ratio_window_s + 60,
+        )
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    rate = result["orders_per_s"]
+    return {
+        **result,
+        "trivial_rps": trivial_rps,
+        "ratio_to_trivial": _ratio(rate, trivial_rps),
+        "place_ratio_bound": round(rate / (rate + trivial_rps), 3) if trivial_rps else None,
+    }
 
 
 def machine_bound(

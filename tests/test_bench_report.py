@@ -120,3 +120,25 @@ def test_place_target_is_the_median_of_the_alternating_rounds() -> None:
     )
     results["targets"] = evaluate_targets(results)
     assert "median of 3 alternating rounds (0.410, 0.300, 0.400)" in render_table(results)
+
+
+def test_place_reports_what_raw_sqlite3_writes_allow() -> None:
+    results = _results([(200.0, 220.0)])
+    place = _place([(2500.0, 650.0)])
+    place["raw_sqlite"] = {
+        "orders": 11000,
+        "orders_per_s": 3750.0,
+        "cpu_us_per_order": 240.0,
+        "trivial_rps": 2500.0,
+        "ratio_to_trivial": 1.5,
+        "place_ratio_bound": 0.6,
+    }
+    results["backends"]["sqlite"] = {"scenarios": {"place": place}}
+    results["targets"] = evaluate_targets(results)
+    [target] = [t for t in results["targets"] if t["name"].startswith("place vs")]
+    expected = (
+        "raw sqlite3 doing its writes: 3750.0 orders/s (240 us CPU each) = 1.50 x trivial "
+        "(the issue expects about 2), so at most 0.60 x trivial for placeOrder"
+    )
+    assert expected in target["detail"]
+    assert expected in render_table(results)
