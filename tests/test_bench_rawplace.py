@@ -32,7 +32,7 @@ async def _catalogue(db: Database) -> int:
         await stock(db, sku, "MAIN", 100)
         await stock(db, sku, "SPARE", 100)
     # An existing customer: the first order creates one.
-    return (await order(db, [("A-1", 1)])).customer_id
+    return int((await order(db, [("A-1", 1)])).customer_id)
 
 
 def _shape(sql: str) -> tuple[str, ...]:
@@ -89,25 +89,25 @@ async def test_the_raw_writer_writes_what_place_order_writes(tmp_path: Path) -> 
         await db.dispose()
 
     raw: list[str] = []
-    conn = connect(str(raw_path))
+    raw_conn = connect(str(raw_path))
     try:
-        placer = RawPlacer(conn)
+        placer = RawPlacer(raw_conn)
         placer.skus = list(SKUS)
         placer.customers = [customer_id]
-        conn.set_trace_callback(raw.append)
+        raw_conn.set_trace_callback(raw.append)
         order_id = placer.place()
-        conn.set_trace_callback(None)
-        assert conn.execute(
+        raw_conn.set_trace_callback(None)
+        assert raw_conn.execute(
             "SELECT count(*) FROM order_line WHERE order_id = ?", (order_id,)
         ).fetchone() == (3,)
-        levels = conn.execute("SELECT sum(reserved) FROM inventory_level").fetchone()[0]
-        ledger = conn.execute("SELECT sum(reserved_delta) FROM stock_movement").fetchone()[0]
+        levels = raw_conn.execute("SELECT sum(reserved) FROM inventory_level").fetchone()[0]
+        ledger = raw_conn.execute("SELECT sum(reserved_delta) FROM stock_movement").fetchone()[0]
         assert levels == ledger
-        assert conn.execute(
+        assert raw_conn.execute(
             "SELECT count(*) FROM order_event WHERE order_id = ? AND type = 'PLACED'", (order_id,)
         ).fetchone() == (1,)
     finally:
-        conn.close()
+        raw_conn.close()
 
     assert [_shape(s) for s in raw] == [_shape(s) for s in app]
     assert len(app) >= 15, app

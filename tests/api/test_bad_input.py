@@ -830,7 +830,9 @@ async def test_nul_characters_are_a_malformed_request(
 async def test_the_text_of_a_nul_escape_is_not_a_nul(client: httpx.AsyncClient) -> None:
     # The body holds the text \\u0000 (an escaped backslash, then "u0000"): no NUL, though
     # a quick look at the bytes for a NUL's escape finds one.
-    response = await send(client, "query($s: String!) { product(sku: $s) { id } }", {"s": "\\u0000"})
+    response = await send(
+        client, "query($s: String!) { product(sku: $s) { id } }", {"s": "\\u0000"}
+    )
     assert b"\\\\u0000" in response.request.content
     assert response.status_code == 200
     assert response.json()["data"] == {"product": None}
