@@ -21,7 +21,6 @@ from strawberry.exceptions import ConnectionRejectionError, StrawberryGraphQLErr
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.base import HTTPException  # type: ignore[attr-defined]
-from strawberry.http.parse_content_type import parse_content_type
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -122,9 +121,10 @@ def _json_without_nul(content_type: str | None, body: bytes) -> bool:
     without that text has none. (One with it may still have none, ``\\\\u0000``: the
     decoded values are then walked.) About 0.5 µs for a ``placeOrder`` body, where walking
     its decoded variables took 8 µs."""
-    return parse_content_type(content_type or "")[0] == "application/json" and (
-        b"\\u0000" not in body
-    )
+    # Stricter than Strawberry's test of the media type, and without parsing the header
+    # again (3.8 µs with the email package): a body it does not pass is walked.
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    return media_type == "application/json" and b"\\u0000" not in body
 
 
 def _has_nul(value: Any) -> bool:
