@@ -299,7 +299,11 @@ def raw_sqlite_writes(ctx: Context, trivial_rps: float | None) -> dict[str, Any]
     s = ctx.settings
     source = Path(ctx.database_url.split(":///", 1)[1])
     copy = ctx.workdir / "rawplace.db"
-    with sqlite3.connect(source) as live, sqlite3.connect(copy) as target:
+    # (sqlite3's own context manager commits but does not close.)
+    with (
+        contextlib.closing(sqlite3.connect(source)) as live,
+        contextlib.closing(sqlite3.connect(copy)) as target,
+    ):
         live.backup(target)
     try:
         result = run_module(

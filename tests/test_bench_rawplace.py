@@ -8,6 +8,7 @@ order; and the raw writer's order must add up as the app's does (stock, ledger, 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from pathlib import Path
@@ -62,10 +63,11 @@ async def test_the_raw_writer_writes_what_place_order_writes(tmp_path: Path) -> 
         customer_id = await _catalogue(db)
         # A copy for the raw writer, before the app's order.
         raw_path = tmp_path / "raw.db"
-        source = sqlite3.connect(app_path)
-        with sqlite3.connect(raw_path) as target:
+        with (
+            contextlib.closing(sqlite3.connect(app_path)) as source,
+            contextlib.closing(sqlite3.connect(raw_path)) as target,
+        ):
             source.backup(target)
-        source.close()
 
         app: list[str] = []
         assert db.write_lock is not None
