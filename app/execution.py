@@ -15,13 +15,15 @@ It does so only when nothing could make the answer differ:
 - the field is a Strawberry *basic* field (no resolver, permission classes, field
   extensions or exception handlers: Strawberry itself only calls
   ``getattr(source, python_name)`` for it), with no arguments, of a scalar or enum type, or
-  of an object type without an ``is_type_of`` check (Strawberry adds one to types that
-  implement an interface, such as every ``Node``);
+  of an object type without an ``is_type_of`` check or with the one Strawberry adds to
+  types that implement an interface (such as every ``Node``), which looks at the value
+  only;
 - no field middleware runs (no schema extension has a ``resolve`` hook);
 - the value is null where the type allows it; for a leaf, a plain value (``str``, ``int``,
   ``float``, ``bool``, ``Decimal``, ``datetime``, ``date`` or an enum member) that coerces
-  to a value; for an object, anything but an exception or an awaitable, and an error in
-  its selection is the field's, handled as ``execute_field`` handles it.
+  to a value; for an object, anything but an exception or an awaitable that passes the
+  type's check if it has one, and an error in its selection is the field's, handled as
+  ``execute_field`` handles it.
 
 Anything else, a value that fails a check or raises included, takes graphql-core's path
 from the start, which reports errors exactly as it always does (``tests/test_execution.py``
@@ -62,7 +64,7 @@ _SPECS = "_ordergraph_plain_specs"
 def plain_spec(field: GraphQLField) -> PlainSpec | None:
     """How to answer ``field`` without graphql-core's general path, or None when it needs
     that path: it is not a Strawberry basic field without arguments whose type is a leaf,
-    or an object type without an ``is_type_of`` check."""
+    or an object type without an ``is_type_of`` check or with Strawberry's."""
     if field.args or not getattr(field.resolve, "_is_default", False):
         return None
     definition = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
@@ -74,9 +76,20 @@ def plain_spec(field: GraphQLField) -> PlainSpec | None:
     type_ = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
     if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
         return (definition.python_name, non_null, type_.coerce_output_value, None, field.type)
-    if isinstance(type_, GraphQLObjectType) and type_.is_type_of is None:
+    if isinstance(type_, GraphQLObjectType) and (
+        type_.is_type_of is None or strawberrys_check(type_.is_type_of)
+    ):
         return (definition.python_name, non_null, None, type_, field.type)
     return None
+
+
+def strawberrys_check(is_type_of: Any) -> bool:
+    """Whether ``is_type_of`` is the one Strawberry gives a type that implements an
+    interface: it looks at the value only (its type, or the type it was cast to), not at the
+    resolve info, so it can be called without one. A type's own ``is_type_of`` is not."""
+    return getattr(is_type_of, "__module__", None) == GraphQLCoreConverter.__module__ and getattr(
+        is_type_of, "__qualname__", ""
+    ).endswith("._get_is_type_of.<locals>.is_type_of")
 
 
 def plain_specs(parent_type: GraphQLObjectType) -> dict[str, PlainSpec]:
@@ -100,6 +113,19 @@ def _has_middleware(executor: Any) -> bool:
     the schema extensions that have a ``resolve`` hook (none, unless one is added)."""
     manager = executor.middleware_manager
     return manager is not None and bool(manager.middlewares)
+
+
+def _passes(object_type: Any, value: Any) -> bool:
+    """Whether ``value`` passes ``object_type``'s check, if it has one (``strawberrys_check``:
+    no resolve info needed); a value that fails, or a check that raises, takes graphql-core's
+    path, which reports it."""
+    check = object_type.is_type_of
+    if check is None:
+        return True
+    try:
+        return check(value, None) is True
+    except Exception:
+        return False
 
 
 class PlainFieldPath(StrawberryGraphQLCoreExecutionContext):
@@ -140,6 +166,7 @@ class PlainFieldPath(StrawberryGraphQLCoreExecutionContext):
                 value is not _GENERAL
                 and not isinstance(value, Exception)
                 and not self.is_awaitable(value)
+                and _passes(object_type, value)
             ):
                 assert object_type is not None
                 return self._complete_object(
@@ -158,9 +185,9 @@ class PlainFieldPath(StrawberryGraphQLCoreExecutionContext):
         object_type: GraphQLObjectType,
         return_type: GraphQLOutputType,
     ) -> Any:
-        """What ``execute_field`` does with a value of an object type without
-        ``is_type_of``: ``complete_value`` comes down to executing its selection, and an
-        error there is the field's, as ``execute_field`` handles it."""
+        """What ``execute_field`` does with a value of an object type that it passes the
+        check of (``_passes``): ``complete_value`` comes down to executing its selection,
+        and an error there is the field's, as ``execute_field`` handles it."""
         try:
             completed = self.collect_and_execute_subfields(
                 object_type, field_details_list, path, value, position_context

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from app.execution import PlainFieldPath
+from app.execution import PlainFieldPath, strawberrys_check
 from app.execution import plain_specs as specs_of
 from app.main import make_schema
 
@@ -41,9 +41,15 @@ class Other(enum.Enum):
     BLUE = "blue"
 
 
-@strawberry.type
-class Part:
+@strawberry.interface
+class Labelled:
     label: str
+
+
+@strawberry.type
+class Part(Labelled):
+    """Implements an interface, so Strawberry gives it an ``is_type_of`` check."""
+
     size: int | None
 
     @strawberry.field
@@ -159,6 +165,20 @@ def make_part(label: Any, size: Any) -> Part:
     return part  # type: ignore[no-any-return]
 
 
+@strawberry.type
+class Sticker(Labelled):
+    """Another implementation of the interface: Part's check lets it pass (it admits the
+    interface's implementations), and Part's selection then runs on it."""
+
+    shape: str
+
+
+def make_sticker(label: Any) -> Sticker:
+    sticker: Any = object.__new__(Sticker)
+    sticker.__dict__.update(label=label, shape="round")
+    return sticker  # type: ignore[no-any-return]
+
+
 # What an object field may hold: parts right and wrong, other objects, and the rest.
 PARTS = st.one_of(
     st.builds(
@@ -166,6 +186,7 @@ PARTS = st.one_of(
         st.sampled_from(["a", "boom", None, 3]),
         st.none() | st.integers(-5, 2**32),
     ),
+    st.builds(make_sticker, st.sampled_from(["s", None])),
     st.sampled_from([None, {"label": "a"}, "a part", Boom("no part"), RAISES, AWAITS, MISSING]),
 )
 
@@ -246,8 +267,8 @@ class Query:
         return info.context["items"]  # type: ignore[no-any-return]
 
 
-STOCK = strawberry.Schema(query=Query)
-FAST = strawberry.Schema(query=Query, execution_context_class=PlainFieldPath)
+STOCK = strawberry.Schema(query=Query, types=[Sticker])
+FAST = strawberry.Schema(query=Query, types=[Sticker], execution_context_class=PlainFieldPath)
 
 
 def execute(schema: strawberry.Schema, query: str, objects: list[Item]) -> Any:
@@ -386,11 +407,41 @@ def test_which_fields_of_the_api_are_answered_directly() -> None:
     assert set(specs("Money")) == {"amount", "currency"}
     # Leaves, and objects of types without an is_type_of check (Money).
     assert {"id", "number", "status", "placedAt", "externalId", "total"} <= set(specs("Order"))
-    # Not resolvers, lists, or objects whose type checks what it is given.
+    # Not resolvers or lists.
     assert not {"customer", "lines", "events"} & set(specs("Order"))
     assert "shippingAddress" in specs("Order")  # an Address
     assert "product" not in specs("OrderLine")
-    assert "node" not in specs("OrderEdge")  # an Order: Strawberry checks is_type_of
+    # An Order (a Node): the is_type_of check Strawberry gives it looks at the value only.
+    assert "node" in specs("OrderEdge")
+    assert "order" in specs("PlaceOrderPayload")
+
+
+@strawberry.type
+class Checked:
+    name: str
+
+    @classmethod
+    def is_type_of(cls, obj: Any, info: Any) -> bool:
+        return isinstance(obj, cls) and info is not None
+
+
+@strawberry.type
+class Holder:
+    checked: Checked
+
+
+def test_only_strawberrys_own_type_check_is_called_without_resolve_info() -> None:
+    order = make_schema()._schema.type_map["Order"]
+    assert isinstance(order, GraphQLObjectType)
+    assert strawberrys_check(order.is_type_of)
+
+    schema = strawberry.Schema(query=Holder)
+    checked = schema._schema.type_map["Checked"]
+    holder = schema._schema.type_map["Holder"]
+    assert isinstance(checked, GraphQLObjectType) and isinstance(holder, GraphQLObjectType)
+    assert checked.is_type_of is not None and not strawberrys_check(checked.is_type_of)
+    assert "checked" not in specs_of(holder)
+    assert not strawberrys_check(lambda obj, info: True)
 
 
 def test_the_api_executes_on_the_plain_field_path() -> None:
