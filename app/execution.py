@@ -87,9 +87,11 @@ def strawberrys_check(is_type_of: Any) -> bool:
     """Whether ``is_type_of`` is the one Strawberry gives a type that implements an
     interface: it looks at the value only (its type, or the type it was cast to), not at the
     resolve info, so it can be called without one. A type's own ``is_type_of`` is not."""
-    return getattr(is_type_of, "__module__", None) == GraphQLCoreConverter.__module__ and getattr(
-        is_type_of, "__qualname__", ""
-    ).endswith("._get_is_type_of.<locals>.is_type_of")
+    module = getattr(is_type_of, "__module__", None)
+    name = getattr(is_type_of, "__qualname__", "")
+    return module == GraphQLCoreConverter.__module__ and name.endswith(
+        "._get_is_type_of.<locals>.is_type_of"
+    )
 
 
 def plain_specs(parent_type: GraphQLObjectType) -> dict[str, PlainSpec]:

@@ -88,9 +88,14 @@ async def _recreate_postgres(database_url: str) -> None:
         await conn.close()
 
 
+def sqlite_path(database_url: str) -> Path:
+    """The file of a ``sqlite+aiosqlite:///…`` database."""
+    return Path(database_url.split(":///", 1)[1])
+
+
 def recreate_database(database_url: str) -> None:
     if database_url.startswith("sqlite"):
-        path = Path(database_url.split(":///", 1)[1])
+        path = sqlite_path(database_url)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -155,16 +155,13 @@ class RawPlacer:
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """A connection set up as the app sets up its own (db/database.py)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    for pragma in (
-        "PRAGMA journal_mode=WAL",
-        "PRAGMA foreign_keys=ON",
-        "PRAGMA busy_timeout=30000",
-        "PRAGMA synchronous=NORMAL",
-        "PRAGMA wal_autocheckpoint=20000",
-    ):
-        conn.execute(pragma)
+    """A connection set up as the app's write connection is (``db.database``): the
+    checkpoints a server runs on a thread of its own happen here inline, at the backstop."""
+    from db.checkpoint import BACKSTOP_PAGES
+    from db.database import sqlite_on_connect
+
+    conn = sqlite3.connect(path)
+    sqlite_on_connect(conn, BACKSTOP_PAGES)
     return conn
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from bench.config import BenchSettings
-from bench.data import Dataset, check_consistency, max_order_id
+from bench.data import Dataset, check_consistency, max_order_id, sqlite_path
 from bench.pgstat import ActivitySampler
 from bench.queries import READ_ORDERS, TRIVIAL
 from bench.servers import Server, start_server
@@ -297,7 +297,7 @@ def raw_sqlite_writes(ctx: Context, trivial_rps: float | None) -> dict[str, Any]
     what placeOrder's ratio would be if an order cost the server a trivial request plus
     those writes and nothing else: 1 / (1 + trivial rate / raw rate)."""
     s = ctx.settings
-    source = Path(ctx.database_url.split(":///", 1)[1])
+    source = sqlite_path(ctx.database_url)
     copy = ctx.workdir / "rawplace.db"
     # (sqlite3's own context manager commits but does not close.)
     with (

@@ -110,7 +110,9 @@ class _KeptConnection:
             self.conn = None
 
 
-def _sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) -> None:
+def sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) -> None:
+    """How every SQLite connection of ours is set up (WAL, foreign keys, busy timeout,
+    ``synchronous=NORMAL``, and ``wal_autocheckpoint`` pages unless None)."""
     # Let us emit BEGIN ourselves (see _sqlite_begin); pysqlite's implicit transactions
     # would begin too late for a writer to hold the lock from the start.
     dbapi_connection.isolation_level = None
@@ -246,7 +248,7 @@ class Database:
         event.listen(
             engine.sync_engine,
             "connect",
-            lambda dbapi_conn, _record: _sqlite_on_connect(dbapi_conn, wal_autocheckpoint),
+            lambda dbapi_conn, _record: sqlite_on_connect(dbapi_conn, wal_autocheckpoint),
         )
         event.listen(engine.sync_engine, "begin", on_begin)
         return engine
@@ -266,7 +268,7 @@ class Database:
         event.listen(
             engine,
             "connect",
-            lambda dbapi_conn, _record: _sqlite_on_connect(dbapi_conn, wal_autocheckpoint),
+            lambda dbapi_conn, _record: sqlite_on_connect(dbapi_conn, wal_autocheckpoint),
         )
         if begin is not None:
 
