@@ -79,6 +79,10 @@ def run_on_driver(
         raise driver_error(exc, statement, params, dialect) from exc
 
 
+def _driver_in_transaction(conn: Connection) -> bool:
+    return bool(getattr(conn.connection.dbapi_connection, "in_transaction", False))
+
+
 class _KeptConnection:
     """One connection of ``engine`` kept open for callers that never overlap (the write
     lock's holder, or calls that run to completion on the loop's thread): a pool checkout,
@@ -99,7 +103,9 @@ class _KeptConnection:
         try:
             yield conn
         except BaseException:
-            if conn.invalidated or conn.in_transaction():
+            # (A COMMIT that fails, for a deferred constraint say, leaves SQLite's
+            # transaction open while SQLAlchemy counts it as ended: ask the driver too.)
+            if conn.invalidated or conn.in_transaction() or _driver_in_transaction(conn):
                 self.conn = None
                 conn.close()
             raise
@@ -112,7 +118,8 @@ class _KeptConnection:
 
 def sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) -> None:
     """How every SQLite connection of ours is set up (WAL, foreign keys, busy timeout,
-    ``synchronous=NORMAL``, and ``wal_autocheckpoint`` pages unless None)."""
+    ``synchronous=NORMAL``, temporary files in memory, and ``wal_autocheckpoint`` pages
+    unless None)."""
     # Let us emit BEGIN ourselves (see _sqlite_begin); pysqlite's implicit transactions
     # would begin too late for a writer to hold the lock from the start.
     dbapi_connection.isolation_level = None
@@ -121,6 +128,10 @@ def sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) -> 
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Temporary files in memory: above all the statement journal a savepoint keeps
+    # (db.uow._GroupCommit), which would otherwise spill to a file of its own, written and
+    # synced, once it holds more than a few pages.
+    cursor.execute("PRAGMA temp_store=MEMORY")
     if wal_autocheckpoint is not None:
         cursor.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
     cursor.close()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import weakref
+from asyncio import Future
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from db.database import Database
+from db.database import Database, run_on_driver
 from db.models import EventCounter, OrderEvent, utcnow
 from db.prepared import Prepared
 from domain.access import Principal
@@ -224,17 +228,20 @@ async def run_core(
     returns, roll back when it raises. Events it records get their sequences at the end of
     the transaction and go to the outbox relay after the commit.
 
+    On SQLite, calls that queue at the same moment share one commit (``_GroupCommit``):
+    each ``fn`` still writes all or nothing, in a savepoint. ``fn`` must act on the
+    database only: after a failed shared commit it runs again, alone.
+
     ``transaction=False`` (PostgreSQL; SQLite always has one): ``fn`` runs in autocommit,
     for a use case that writes in one statement, atomic by itself, and appends its events
     in that statement (``CoreWork.appended``); it saves BEGIN and COMMIT, two round trips."""
+    if db.sync_write_engine is not None:
+        return await _group_commit(db).run(actor, fn)
     work = CoreWork(actor)
     if db.write_lock is not None:
         await db.write_lock.acquire()
     try:
-        if db.sync_write_engine is not None:
-            with db.core_connection() as sync_conn:
-                result = _in_transaction(sync_conn, work, fn)
-        elif transaction:
+        if transaction:
             async with db.write_engine.connect() as conn:
                 result = await conn.run_sync(_in_transaction, work, fn)
         else:
@@ -246,3 +253,158 @@ async def run_core(
     if work.sequences and db.after_commit is not None:
         db.after_commit(work.sequences)
     return result
+
+
+# Group commit (SQLite) -------------------------------------------------------------------
+
+#: At most this many use cases share a commit: it bounds how long the write lock is held.
+GROUP_COMMIT_MAX = 16
+
+_SAVEPOINT = "SAVEPOINT core_work"
+_ROLLBACK_TO = "ROLLBACK TO core_work"
+_RELEASE = "RELEASE core_work"
+
+_groups: weakref.WeakKeyDictionary[Database, _GroupCommit] = weakref.WeakKeyDictionary()
+
+
+def _group_commit(db: Database) -> _GroupCommit:
+    group = _groups.get(db)
+    if group is None:
+        group = _groups[db] = _GroupCommit(db)
+    return group
+
+
+class _Item:
+    __slots__ = ("fn", "future", "work")
+
+    def __init__(self, fn: Callable[[CoreWork], Any], work: CoreWork, future: Future[Any]):
+        self.fn = fn
+        self.work = work
+        self.future = future
+
+
+class _GroupCommit:
+    """SQLite's Core writes, committed in groups.
+
+    A commit costs SQLite a write of every page the transaction changed to the log, two
+    system calls per page: about 130 us of a placeOrder's 1.2 ms, measured here, half of it
+    for pages every order changes (the ends of the order, line, allocation, movement and
+    event tables and their indexes, the event counter). Use cases that queue for the write
+    lock at the same moment (in the same turn of the event loop) therefore run one after
+    another in one transaction, each in a savepoint, and share one commit: the shared
+    pages are written once per group.
+
+    - Each use case is still all or nothing: one that raises is rolled back to its
+      savepoint and gets its exception; the others are unaffected. Each sees the writes of
+      those before it, as it would had they committed before it began.
+    - A caller's answer, and the relay's events, come after the group's commit.
+    - If the group transaction itself fails (BEGIN, a savepoint, the commit), nothing of
+      it is kept, and every use case without an outcome yet runs again alone, so each gets
+      the outcome it would have had without grouping.
+    - A caller cancelled before its use case starts is skipped; one alone in the queue
+      runs without a savepoint.
+
+    Nothing waits to fill a group: the first caller schedules the group for the loop's
+    next turn, and a group takes whoever queued by then (at most ``GROUP_COMMIT_MAX``)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.pending: list[_Item] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.drainer: asyncio.Task[None] | None = None
+        self.groups = 0  # commits of more than one use case, for tests and measurements
+
+    async def run(self, actor: Principal, fn: Callable[[CoreWork], T]) -> T:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # (a new loop: nothing of an old one can run here)
+            self.loop, self.pending, self.drainer = loop, [], None
+        item = _Item(fn, CoreWork(actor), loop.create_future())
+        self.pending.append(item)
+        if self.drainer is None:
+            self.drainer = loop.create_task(self._drain(), name="sqlite-group-commit")
+        result: T = await item.future
+        return result
+
+    async def _drain(self) -> None:
+        db = self.db
+        assert db.write_lock is not None, "SQLite has a write lock"
+        try:
+            while self.pending:
+                sequences: list[int] = []
+                async with db.write_lock:
+                    batch = [i for i in self.pending[:GROUP_COMMIT_MAX] if not i.future.done()]
+                    del self.pending[:GROUP_COMMIT_MAX]
+                    if not batch:
+                        continue
+                    try:
+                        outcomes = self._run(batch)
+                    except BaseException as exc:
+                        for item in batch:
+                            _settle(item.future, exc)
+                        raise
+                for item, ok, value in outcomes:
+                    if ok:
+                        sequences.extend(item.work.sequences)
+                        _settle(item.future, None, value)
+                    else:
+                        _settle(item.future, value)
+                if sequences and db.after_commit is not None:
+                    db.after_commit(sequences)
+        except BaseException as exc:  # (cancelled while waiting for the lock, say)
+            for item in self.pending:
+                _settle(item.future, exc)
+            self.pending = []
+            raise
+        finally:
+            self.drainer = None
+
+    def _run(self, batch: list[_Item]) -> list[tuple[_Item, bool, Any]]:
+        """Each item's outcome: (item, True, result) once committed, else (item, False,
+        exception)."""
+        if len(batch) == 1:
+            return [self._alone(batch[0])]
+        outcomes: dict[int, tuple[_Item, bool, Any]] = {}
+        try:
+            with self.db.core_connection() as conn, conn.begin():
+                raw = cast(sqlite3.Connection, conn.connection.dbapi_connection)
+                for n, item in enumerate(batch):
+                    item.work.conn = conn
+                    run_on_driver(raw, _SAVEPOINT, (), conn.dialect)
+                    try:
+                        result = item.fn(item.work)
+                        item.work._write_events()
+                    except Exception as exc:
+                        outcomes[n] = (item, False, exc)
+                        run_on_driver(raw, _ROLLBACK_TO, (), conn.dialect)
+                    else:
+                        outcomes[n] = (item, True, result)
+                    run_on_driver(raw, _RELEASE, (), conn.dialect)
+        except Exception:
+            # Nothing of the group is kept: each item that succeeded in it, or did not
+            # run, runs again alone.
+            return [
+                outcomes[n] if n in outcomes and not outcomes[n][1] else self._alone(item)
+                for n, item in enumerate(batch)
+            ]
+        self.groups += 1
+        return [outcomes[n] for n in range(len(batch))]
+
+    def _alone(self, item: _Item) -> tuple[_Item, bool, Any]:
+        item.work = CoreWork(item.work.actor)
+        try:
+            with self.db.core_connection() as conn:
+                result = _in_transaction(conn, item.work, item.fn)
+        except Exception as exc:
+            return (item, False, exc)
+        return (item, True, result)
+
+
+def _settle(future: Future[Any], exc: BaseException | None, result: Any = None) -> None:
+    if future.done():  # (its caller was cancelled meanwhile)
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        future.cancel()
+    elif exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
