@@ -383,14 +383,17 @@ class _GroupCommit:
             # Nothing of the group is kept: each item that succeeded in it, or did not
             # run, runs again alone.
             return [
-                outcomes[n] if n in outcomes and not outcomes[n][1] else self._alone(item)
+                outcomes[n]
+                if n in outcomes and not outcomes[n][1]
+                else self._alone(item, again=True)
                 for n, item in enumerate(batch)
             ]
         self.groups += 1
         return [outcomes[n] for n in range(len(batch))]
 
-    def _alone(self, item: _Item) -> tuple[_Item, bool, Any]:
-        item.work = CoreWork(item.work.actor)
+    def _alone(self, item: _Item, again: bool = False) -> tuple[_Item, bool, Any]:
+        if again:  # (what the failed group recorded is gone with it)
+            item.work = CoreWork(item.work.actor)
         try:
             with self.db.core_connection() as conn:
                 result = _in_transaction(conn, item.work, item.fn)
