@@ -236,7 +236,7 @@ async def run_core(
     for a use case that writes in one statement, atomic by itself, and appends its events
     in that statement (``CoreWork.appended``); it saves BEGIN and COMMIT, two round trips."""
     if db.sync_write_engine is not None:
-        return await _group_commit(db).run(actor, fn)
+        return await _group_commit(db).run(db, actor, fn)
     work = CoreWork(actor)
     if db.write_lock is not None:
         await db.write_lock.acquire()
@@ -264,13 +264,16 @@ _SAVEPOINT = "SAVEPOINT core_work"
 _ROLLBACK_TO = "ROLLBACK TO core_work"
 _RELEASE = "RELEASE core_work"
 
+# Each database's queue. It holds no reference to its database, which would keep the
+# database (and what its ``after_commit`` reaches: the relay, the broadcast's connections)
+# alive for as long as the process runs.
 _groups: weakref.WeakKeyDictionary[Database, _GroupCommit] = weakref.WeakKeyDictionary()
 
 
 def _group_commit(db: Database) -> _GroupCommit:
     group = _groups.get(db)
     if group is None:
-        group = _groups[db] = _GroupCommit(db)
+        group = _groups[db] = _GroupCommit()
     return group
 
 
@@ -307,26 +310,24 @@ class _GroupCommit:
     Nothing waits to fill a group: the first caller schedules the group for the loop's
     next turn, and a group takes whoever queued by then (at most ``GROUP_COMMIT_MAX``)."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self) -> None:
         self.pending: list[_Item] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.drainer: asyncio.Task[None] | None = None
         self.groups = 0  # commits of more than one use case, for tests and measurements
 
-    async def run(self, actor: Principal, fn: Callable[[CoreWork], T]) -> T:
+    async def run(self, db: Database, actor: Principal, fn: Callable[[CoreWork], T]) -> T:
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # (a new loop: nothing of an old one can run here)
             self.loop, self.pending, self.drainer = loop, [], None
         item = _Item(fn, CoreWork(actor), loop.create_future())
         self.pending.append(item)
         if self.drainer is None:
-            self.drainer = loop.create_task(self._drain(), name="sqlite-group-commit")
+            self.drainer = loop.create_task(self._drain(db), name="sqlite-group-commit")
         result: T = await item.future
         return result
 
-    async def _drain(self) -> None:
-        db = self.db
+    async def _drain(self, db: Database) -> None:
         assert db.write_lock is not None, "SQLite has a write lock"
         try:
             while self.pending:
@@ -337,7 +338,7 @@ class _GroupCommit:
                     if not batch:
                         continue
                     try:
-                        outcomes = self._run(batch)
+                        outcomes = self._run(db, batch)
                     except BaseException as exc:
                         for item in batch:
                             _settle(item.future, exc)
@@ -358,14 +359,14 @@ class _GroupCommit:
         finally:
             self.drainer = None
 
-    def _run(self, batch: list[_Item]) -> list[tuple[_Item, bool, Any]]:
+    def _run(self, db: Database, batch: list[_Item]) -> list[tuple[_Item, bool, Any]]:
         """Each item's outcome: (item, True, result) once committed, else (item, False,
         exception)."""
         if len(batch) == 1:
-            return [self._alone(batch[0])]
+            return [self._alone(db, batch[0])]
         outcomes: dict[int, tuple[_Item, bool, Any]] = {}
         try:
-            with self.db.core_connection() as conn, conn.begin():
+            with db.core_connection() as conn, conn.begin():
                 raw = cast(sqlite3.Connection, conn.connection.dbapi_connection)
                 for n, item in enumerate(batch):
                     item.work.conn = conn
@@ -385,17 +386,17 @@ class _GroupCommit:
             return [
                 outcomes[n]
                 if n in outcomes and not outcomes[n][1]
-                else self._alone(item, again=True)
+                else self._alone(db, item, again=True)
                 for n, item in enumerate(batch)
             ]
         self.groups += 1
         return [outcomes[n] for n in range(len(batch))]
 
-    def _alone(self, item: _Item, again: bool = False) -> tuple[_Item, bool, Any]:
+    def _alone(self, db: Database, item: _Item, again: bool = False) -> tuple[_Item, bool, Any]:
         if again:  # (what the failed group recorded is gone with it)
             item.work = CoreWork(item.work.actor)
         try:
-            with self.db.core_connection() as conn:
+            with db.core_connection() as conn:
                 result = _in_transaction(conn, item.work, item.fn)
         except Exception as exc:
             return (item, False, exc)

@@ -4,8 +4,10 @@ commit, and each still writes all or nothing, with the outcome it would have had
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -203,3 +205,18 @@ async def test_a_group_whose_callers_were_all_cancelled_writes_nothing(fx: Fixtu
     assert await run_core(fx.db, ACTOR, fx.add("C")) == 1
     assert fx.ran == ["C"]
     assert fx.commits == 1
+
+
+async def test_the_queue_does_not_keep_its_database_alive(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    path = tmp_path / "gone.db"
+    shutil.copy(sqlite_template, path)
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    fixture = Fixture(db, path)
+    assert await asyncio.gather(*(run_core(db, ACTOR, fixture.add(c)) for c in "AB")) == [1, 2]
+    await db.dispose()
+    gone = weakref.ref(db)
+    del db, fixture
+    gc.collect()
+    assert gone() is None
