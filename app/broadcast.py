@@ -528,6 +528,18 @@ class _RedisBackend(RedisBackend):
         await self._pubsub.subscribe(channel)
         self._ready.set()
 
+    async def disconnect(self) -> None:
+        """The listener first, then the connections. Upstream closes the pub/sub connection
+        first and only then asks the listener to stop: a listener still reading meets the
+        closed connection, and redis-py's retry opens a new one, which nothing closes."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+        await self._pubsub.aclose()
+        await self._conn.aclose()
+
 
 def _make_broadcast(url: str) -> Broadcast:
     if url.startswith(("redis://", "rediss://")):

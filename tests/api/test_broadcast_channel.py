@@ -59,3 +59,28 @@ async def test_two_deployments_on_one_redis_do_not_disturb_each_other(
         await factories.order(b.state.services.db, [("TEE", 1)])
         result = await asyncio.wait_for(subscriber, 10)
     assert result is not None and result.data == {"orderEvents": {"sequence": 1, "type": "PLACED"}}
+
+
+async def test_the_redis_backend_stops_its_listener_before_closing_its_connections() -> None:
+    # Upstream closed the connections first: a listener still reading could reconnect
+    # through redis-py's retry, and that connection stayed open until collected.
+    from redis import asyncio as aioredis
+
+    from app.broadcast import _RedisBackend
+
+    url = require_service("Redis", REDIS_URL, "ORDERGRAPH_TEST_REDIS_URL")
+    admin = aioredis.Redis.from_url(url)
+    try:
+        before = len(await admin.client_list())
+        for _ in range(5):
+            backend = _RedisBackend(url)
+            await backend.connect()
+            await backend.subscribe("ordergraph.test.disconnect")
+            listener = backend._listener
+            await asyncio.sleep(0.05)  # the listener is reading
+            await backend.disconnect()
+            assert listener is not None and listener.done()
+        await asyncio.sleep(0.1)
+        assert len(await admin.client_list()) == before
+    finally:
+        await admin.aclose()
