@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from db.database import Database, run_on_driver
+from db.database import Database, end_autobegin, run_on_driver
 from db.models import EventCounter, OrderEvent, utcnow
 from db.prepared import Prepared
 from domain.access import Principal
@@ -216,7 +216,10 @@ def _in_transaction(conn: Connection, work: CoreWork, fn: Callable[[CoreWork], T
 
 def _in_autocommit(conn: Connection, work: CoreWork, fn: Callable[[CoreWork], T]) -> T:
     work.conn = conn
-    result = fn(work)
+    try:
+        result = fn(work)
+    finally:
+        end_autobegin(conn)
     assert not work._events, "in autocommit, events are appended by the writing statement"
     return result
 
@@ -245,7 +248,7 @@ async def run_core(
             async with db.write_engine.connect() as conn:
                 result = await conn.run_sync(_in_transaction, work, fn)
         else:
-            async with db.read_engine.connect() as conn:  # (PostgreSQL's is in autocommit)
+            async with db.autocommit_connection() as conn:
                 result = await conn.run_sync(_in_autocommit, work, fn)
     finally:
         if db.write_lock is not None:
