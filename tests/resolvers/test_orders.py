@@ -5,6 +5,7 @@ idempotent retries, the stock ledger and the event sequence."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ from resolvers.orders import (
     LineInput,
     PlacedOrder,
     PlaceOrderCommand,
+    _draft,
     _fingerprint,
     cancel_order,
     confirm_order,
@@ -480,6 +482,38 @@ async def test_place_order_one_short_line_fails_alone(db: Database) -> None:
         (ErrorCode.INSUFFICIENT_STOCK, "Only 0 of CAP available; 1 requested.")
     ]
     assert await snapshot(db) == before
+
+
+@pytest.mark.parametrize("lines", [[("TEE", 1)], [("NOPE", 1)], [("NOPE", 1), ("TEE", 1)]])
+async def test_place_order_for_an_unknown_customer_is_refused_first(
+    db: Database, lines: list[tuple[str, int]]
+) -> None:
+    """The customer is checked in the products' read (on each of its rows), and apart when
+    that read finds no row at all; either way the customer's error comes first and alone."""
+    await seed(db, {("TEE", "NEAR"): 5}, TEE="19.99")
+    customer_id = (await f.order(db, [("TEE", 1)])).customer_id
+    before = await snapshot(db)
+    cmd = dataclasses.replace(f.order_command(lines), new_customer=None, customer_id=10_000)
+
+    with pytest.raises(DomainError) as caught:
+        await place_order(db, cmd, f.ACTOR, f.PRICING)
+
+    assert (caught.value.code, caught.value.field) == (ErrorCode.NOT_FOUND, ("input", "customerId"))
+    assert await snapshot(db) == before
+    # The same on locked stock (the retry after a plan went stale), which reads apart.
+    for lock_stock in (False, True):
+        with pytest.raises(DomainError) as caught:
+            await db.read_core(
+                functools.partial(
+                    _draft, actor=f.ACTOR, cmd=cmd, fingerprint="x", lock_stock=lock_stock
+                )
+            )
+        assert caught.value.code == ErrorCode.NOT_FOUND
+    known = dataclasses.replace(cmd, customer_id=customer_id, lines=[LineInput("TEE", 1)])
+    draft = await db.read_core(
+        functools.partial(_draft, actor=f.ACTOR, cmd=known, fingerprint="x", lock_stock=False)
+    )
+    assert getattr(draft, "customer_id", None) == customer_id
 
 
 async def test_place_order_backorders_what_is_missing(db: Database) -> None:
