@@ -103,6 +103,27 @@ def recreate_database(database_url: str) -> None:
         asyncio.run(_recreate_postgres(database_url))
 
 
+async def _analyze_postgres(database_url: str) -> str:
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        autovacuum = str(await conn.fetchval("SHOW autovacuum"))
+        await conn.execute("ANALYZE")
+        return autovacuum
+    finally:
+        await conn.close()
+
+
+def analyze_postgres(database_url: str) -> str:
+    """ANALYZE the benchmark's PostgreSQL database; returns the server's ``autovacuum``
+    setting. Every scenario starts on fresh planner statistics, as a database in steady
+    state has them: the scenarios write tens of thousands of rows in minutes, and with
+    autovacuum off (this machine's server) or not yet round, the planner took the order
+    tables for nearly empty and read a page's lines and allocations by sequential scans,
+    10-30 ms of PostgreSQL's CPU per page once 12,000-20,000 orders were in."""
+    return asyncio.run(_analyze_postgres(database_url))
+
+
 async def _probe_postgres(database_url: str) -> None:
     dsn, _ = postgres_admin_dsn(database_url)
     conn = await asyncpg.connect(dsn, timeout=3)

@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
+
 from bench.config import BenchSettings
-from bench.data import PrepareError, prepare, probe_services
+from bench.data import PrepareError, analyze_postgres, prepare, probe_services
 from bench.report import evaluate_targets, render_table
 from bench.scenarios import SCENARIO_RUNNERS, Context, LoadError, loadavg, scale_out
 from bench.servers import Server, ServerError, start_server
@@ -70,6 +72,12 @@ def scan_logs(workdir: Path, backend: str) -> dict[str, Any]:
 def _run_scenario(
     name: str, ctx: Context, runner: Callable[[Context], dict[str, Any]] | None = None
 ) -> dict[str, Any]:
+    autovacuum = None
+    if ctx.backend == "postgres":
+        try:
+            autovacuum = analyze_postgres(ctx.database_url)
+        except (OSError, asyncpg.PostgresError) as exc:
+            say(f"{ctx.backend}: ANALYZE before {name} failed: {exc}")
     load_before = loadavg()
     say(f"{ctx.backend}: {name} (load average {load_before})")
     ctx.server.new_log_lines()  # what came before belongs to other scenarios
@@ -85,6 +93,8 @@ def _run_scenario(
         # Warnings and errors the servers logged during this scenario, with their counts.
         result["server_log"] = dict(notable.most_common(10))
     result["loadavg_before"] = load_before
+    if autovacuum is not None:
+        result["analyzed_before"] = {"autovacuum": autovacuum}
     return result
 
 
