@@ -67,20 +67,35 @@ _IDEMPOTENCY_RECORD = Prepared(
 _REMEMBER = Prepared(insert(IdempotencyRecord))
 
 
-def replayed_id(conn: Connection, scope: str, key: str | None, fingerprint: str) -> int | None:
-    """``replay`` for Core use cases: the id of what an earlier request with this key made."""
+#: An idempotency record as another read found it: (request hash, resource id), both None
+#: when there is none.
+FoundRecord = tuple[str | None, int | None]
+
+
+def replayed_id(
+    conn: Connection,
+    scope: str,
+    key: str | None,
+    fingerprint: str,
+    found: FoundRecord | None = None,
+) -> int | None:
+    """``replay`` for Core use cases: the id of what an earlier request with this key made.
+    ``found``: the record as a read of the caller's already found it (else it is read)."""
     if key is None:
         return None
-    row = _IDEMPOTENCY_RECORD.first(conn, {"scope": scope, "key": key})
-    if row is None:
+    if found is None:
+        row = _IDEMPOTENCY_RECORD.first(conn, {"scope": scope, "key": key})
+        found = (row.request_hash, row.resource_id) if row is not None else (None, None)
+    request_hash, resource_id = found
+    if request_hash is None or resource_id is None:
         return None
-    if row.request_hash != fingerprint:
+    if request_hash != fingerprint:
         raise DomainError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
             "This idempotency key was used for a different request.",
             ["input", "idempotencyKey"],
         )
-    return int(row.resource_id)
+    return int(resource_id)
 
 
 def remember_id(

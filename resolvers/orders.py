@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    and_,
     bindparam,
     insert,
     select,
@@ -30,6 +31,7 @@ from db.database import Database
 from db.models import (
     Allocation,
     Customer,
+    IdempotencyRecord,
     InventoryLevel,
     Order,
     OrderEvent,
@@ -62,6 +64,7 @@ from domain.orders import (
     price_order,
 )
 from resolvers.common import (
+    FoundRecord,
     get_or_not_found,
     idempotency_scope,
     remember_id,
@@ -313,9 +316,14 @@ _PRODUCT_COLUMNS = (
 )
 _BY_SKUS = Product.sku.in_(bindparam("skus", expanding=True))
 _PRODUCTS_BY_SKU = Prepared(select(*_PRODUCT_COLUMNS).where(_BY_SKUS))
+# An idempotency key's record (scope ``i_scope``, key ``i_key``).
+_RECORD = and_(
+    IdempotencyRecord.scope == bindparam("i_scope"), IdempotencyRecord.key == bindparam("i_key")
+)
 # The products with every stock row of theirs and its warehouse's rank, in one read (no
 # lock): what an optimistic placeOrder plans on; and on every row, whether the customer
-# exists (a round trip less on PostgreSQL than asking apart).
+# exists and the idempotency key's record (round trips less on PostgreSQL than asking
+# apart).
 _PRODUCTS_WITH_STOCK = Prepared(
     select(
         *_PRODUCT_COLUMNS,
@@ -327,6 +335,8 @@ _PRODUCTS_WITH_STOCK = Prepared(
         .where(Customer.id == bindparam("customer_id"))
         .scalar_subquery()
         .label("customer_found"),
+        select(IdempotencyRecord.request_hash).where(_RECORD).scalar_subquery().label("i_hash"),
+        select(IdempotencyRecord.resource_id).where(_RECORD).scalar_subquery().label("i_id"),
     )
     .select_from(Product)
     .outerjoin(InventoryLevel, InventoryLevel.product_id == Product.id)
@@ -510,10 +520,17 @@ def _order_row(conn: Connection, stmt: Any, params: dict[str, Any]) -> PlacedOrd
 
 
 def _existing_order(
-    conn: Connection, actor: Principal, cmd: PlaceOrderCommand, fingerprint: str
+    conn: Connection,
+    actor: Principal,
+    cmd: PlaceOrderCommand,
+    fingerprint: str,
+    found: FoundRecord | None = None,
 ) -> PlacedOrder | None:
+    """The order this request already placed (a replay of its idempotency key, whose
+    record ``found`` is when a read already found it, or of its channel and external id);
+    None when there is none."""
     order_id = replayed_id(
-        conn, idempotency_scope(PLACE_ORDER_SCOPE, actor), cmd.idempotency_key, fingerprint
+        conn, idempotency_scope(PLACE_ORDER_SCOPE, actor), cmd.idempotency_key, fingerprint, found
     )
     if order_id is not None:
         return _order_row(conn, _ORDER_BY_ID, {"id": order_id})
@@ -600,18 +617,33 @@ def _draft(
     ``_place_order_tx``). Raises the business errors the reads find. Outside a transaction
     (``in_transaction`` False: a lock would not outlive its statement) a plan that
     backorders gives None: it must be made again on locked products."""
-    existing = _existing_order(conn, actor, cmd, fingerprint)
-    if existing is not None:
-        return existing
     skus = sorted({li.sku for li in cmd.lines})
     unlocked_stock: list[_Stock] = []
     if lock_stock:
+        existing = _existing_order(conn, actor, cmd, fingerprint)
+        if existing is not None:
+            return existing
         _check_customer(conn, cmd.customer_id, None)
         products = {row.sku: row for row in _PRODUCTS_BY_SKU.all(conn, {"skus": skus})}
     else:
-        # One read for the customer, the products and the stock the plan starts from.
-        rows = _PRODUCTS_WITH_STOCK.all(conn, {"skus": skus, "customer_id": cmd.customer_id})
-        _check_customer(conn, cmd.customer_id, rows[0].customer_found if rows else None)
+        # One read for the idempotency record, the customer, the products and the stock
+        # the plan starts from (the first two on every row; asked apart when there is none).
+        rows = _PRODUCTS_WITH_STOCK.all(
+            conn,
+            {
+                "skus": skus,
+                "customer_id": cmd.customer_id,
+                "i_scope": idempotency_scope(PLACE_ORDER_SCOPE, actor),
+                "i_key": cmd.idempotency_key,
+            },
+        )
+        first = rows[0] if rows else None
+        existing = _existing_order(
+            conn, actor, cmd, fingerprint, (first.i_hash, first.i_id) if first else None
+        )
+        if existing is not None:
+            return existing
+        _check_customer(conn, cmd.customer_id, first.customer_found if first else None)
         products = {row.sku: row for row in rows}
         unlocked_stock = [
             _Stock(row.level_id, row.id, row.warehouse_id, row.available, row.priority)

@@ -283,7 +283,7 @@ async def test_the_place_order_path_runs_on_the_driver(
         external_id="ext-1",
     )
     assert order.status == "BACKORDERED"
-    assert len(planned) >= (10 if db.is_sqlite else 8)  # (fewer statements on PostgreSQL)
+    assert len(planned) >= (9 if db.is_sqlite else 7)  # (fewer statements on PostgreSQL)
     assert [s for s, ok in planned if not ok] == []
     assert len(on_driver) >= len(planned)  # (a list of parameter sets may run one by one)
 

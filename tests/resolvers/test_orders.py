@@ -740,6 +740,34 @@ async def test_place_order_idempotency_key_reused_for_other_input(db: Database) 
     assert await snapshot(db) == before
 
 
+async def test_place_order_idempotency_key_is_checked_however_the_products_read_goes(
+    db: Database,
+) -> None:
+    """The key's record comes with the products' read, and is looked up apart when that
+    read finds no product (or plans on locked stock): a reuse is refused first either way,
+    and a replay returns the first order."""
+    await seed(db, {("TEE", "NEAR"): 5}, TEE="19.99")
+    first = await f.order(db, [("TEE", 2)], idempotency_key="checkout-1")
+    before = await snapshot(db)
+
+    with pytest.raises(DomainError) as caught:
+        await f.order(db, [("NOPE", 1)], idempotency_key="checkout-1")
+    assert caught.value.code == ErrorCode.IDEMPOTENCY_KEY_REUSED
+    cmd = dataclasses.replace(f.order_command([("TEE", 2)]), idempotency_key="checkout-1")
+    for lock_stock in (False, True):
+        again = await db.read_core(
+            functools.partial(
+                _draft,
+                actor=f.ACTOR,
+                cmd=cmd,
+                fingerprint=_fingerprint(cmd),
+                lock_stock=lock_stock,
+            )
+        )
+        assert again == first
+    assert await snapshot(db) == before
+
+
 def _marketplace(**extra: Any) -> dict[str, Any]:
     return {
         "channel": SalesChannel.MARKETPLACE,
