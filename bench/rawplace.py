@@ -6,10 +6,10 @@ way". This measures that premise in the same run, on a copy of the benchmark's d
 one thread, no HTTP, no GraphQL, no SQLAlchemy, as many orders as it can in the window,
 each the statements ``placeOrder`` runs on SQLite for an existing customer and three
 distinct products (``tests/test_bench_rawplace.py`` compares the two statement by
-statement): read the products with their stock, the customer and the idempotency record,
-insert the order, its lines,
-their allocations and the ledger rows, reserve with guarded updates, bump the event counter
-and insert the event, in one ``BEGIN IMMEDIATE`` … ``COMMIT``, with the pragmas the app sets.
+statement): read the products with their stock and the customer (the benchmark's orders
+have no idempotency key), insert the order, its lines, their allocations and the ledger
+rows, reserve with guarded updates, bump the event counter and insert the event, in one
+``BEGIN IMMEDIATE`` … ``COMMIT``, with the pragmas the app sets.
 
 Config: ``database`` (a file path: a copy, it gains orders), ``warmup`` and ``duration`` in
 seconds, ``seed``. Prints one JSON object: orders per second (wall clock) and CPU
@@ -36,17 +36,11 @@ ADDRESS = {
     "country": "US",
 }
 
-# The idempotency scope of the benchmark's key (``resolvers.common.idempotency_scope``).
-SCOPE = "placeOrder@api-key:1"
 PRODUCTS_WITH_STOCK = """
 SELECT product.id, product.sku, product.name, product.price_minor, product.currency,
   product.active, product.allow_backorder, inventory_level.id, inventory_level.warehouse_id,
   inventory_level.on_hand - inventory_level.reserved, warehouse.priority,
-  (SELECT customer.id FROM customer WHERE customer.id = ?),
-  (SELECT idempotency_record.request_hash FROM idempotency_record
-   WHERE idempotency_record.scope = ? AND idempotency_record.key = ?),
-  (SELECT idempotency_record.resource_id FROM idempotency_record
-   WHERE idempotency_record.scope = ? AND idempotency_record.key = ?)
+  (SELECT customer.id FROM customer WHERE customer.id = ?)
 FROM product LEFT OUTER JOIN inventory_level ON inventory_level.product_id = product.id
 LEFT OUTER JOIN warehouse ON warehouse.id = inventory_level.warehouse_id
 WHERE product.sku IN (?, ?, ?)"""
@@ -98,9 +92,7 @@ class RawPlacer:
         now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # (No idempotency key: its record is looked up by a NULL key, as the app does.)
-            record = [SCOPE, None] * 2
-            rows = conn.execute(PRODUCTS_WITH_STOCK, [customer, *record, *sorted(skus)]).fetchall()
+            rows = conn.execute(PRODUCTS_WITH_STOCK, [customer, *sorted(skus)]).fetchall()
             product = {r[1]: r for r in rows}
             # Each line from the first warehouse (by priority) that has all of it.
             stock = sorted((r for r in rows if r[7] is not None), key=lambda r: (r[10], r[8]))

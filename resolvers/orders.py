@@ -316,15 +316,10 @@ _PRODUCT_COLUMNS = (
 )
 _BY_SKUS = Product.sku.in_(bindparam("skus", expanding=True))
 _PRODUCTS_BY_SKU = Prepared(select(*_PRODUCT_COLUMNS).where(_BY_SKUS))
-# An idempotency key's record (scope ``i_scope``, key ``i_key``).
-_RECORD = and_(
-    IdempotencyRecord.scope == bindparam("i_scope"), IdempotencyRecord.key == bindparam("i_key")
-)
 # The products with every stock row of theirs and its warehouse's rank, in one read (no
 # lock): what an optimistic placeOrder plans on; and on every row, whether the customer
-# exists and the idempotency key's record (round trips less on PostgreSQL than asking
-# apart).
-_PRODUCTS_WITH_STOCK = Prepared(
+# exists (a round trip less on PostgreSQL than asking apart).
+_PRODUCTS_AND_STOCK_ROWS = (
     select(
         *_PRODUCT_COLUMNS,
         InventoryLevel.id.label("level_id"),
@@ -335,13 +330,23 @@ _PRODUCTS_WITH_STOCK = Prepared(
         .where(Customer.id == bindparam("customer_id"))
         .scalar_subquery()
         .label("customer_found"),
-        select(IdempotencyRecord.request_hash).where(_RECORD).scalar_subquery().label("i_hash"),
-        select(IdempotencyRecord.resource_id).where(_RECORD).scalar_subquery().label("i_id"),
     )
     .select_from(Product)
     .outerjoin(InventoryLevel, InventoryLevel.product_id == Product.id)
     .outerjoin(Warehouse, Warehouse.id == InventoryLevel.warehouse_id)
     .where(_BY_SKUS)
+)
+_PRODUCTS_WITH_STOCK = Prepared(_PRODUCTS_AND_STOCK_ROWS)
+# The same with the idempotency key's record (scope ``i_scope``, key ``i_key``), for an
+# order that has a key.
+_RECORD = and_(
+    IdempotencyRecord.scope == bindparam("i_scope"), IdempotencyRecord.key == bindparam("i_key")
+)
+_PRODUCTS_WITH_STOCK_AND_RECORD = Prepared(
+    _PRODUCTS_AND_STOCK_ROWS.add_columns(
+        select(IdempotencyRecord.request_hash).where(_RECORD).scalar_subquery().label("i_hash"),
+        select(IdempotencyRecord.resource_id).where(_RECORD).scalar_subquery().label("i_id"),
+    )
 )
 # NO KEY UPDATE: rows that merely reference the product are not blocked.
 _LOCK_PRODUCTS = Prepared(
@@ -626,21 +631,19 @@ def _draft(
         _check_customer(conn, cmd.customer_id, None)
         products = {row.sku: row for row in _PRODUCTS_BY_SKU.all(conn, {"skus": skus})}
     else:
-        # One read for the idempotency record, the customer, the products and the stock
-        # the plan starts from (the first two on every row; asked apart when there is none).
-        rows = _PRODUCTS_WITH_STOCK.all(
-            conn,
-            {
-                "skus": skus,
-                "customer_id": cmd.customer_id,
-                "i_scope": idempotency_scope(PLACE_ORDER_SCOPE, actor),
-                "i_key": cmd.idempotency_key,
-            },
-        )
+        # One read for the idempotency key's record, the customer, the products and the
+        # stock the plan starts from (the first two on every row; asked apart when there is
+        # no row).
+        params: dict[str, Any] = {"skus": skus, "customer_id": cmd.customer_id}
+        if cmd.idempotency_key is None:
+            rows = _PRODUCTS_WITH_STOCK.all(conn, params)
+        else:
+            params["i_scope"] = idempotency_scope(PLACE_ORDER_SCOPE, actor)
+            params["i_key"] = cmd.idempotency_key
+            rows = _PRODUCTS_WITH_STOCK_AND_RECORD.all(conn, params)
         first = rows[0] if rows else None
-        existing = _existing_order(
-            conn, actor, cmd, fingerprint, (first.i_hash, first.i_id) if first else None
-        )
+        found = (first.i_hash, first.i_id) if first and cmd.idempotency_key else None
+        existing = _existing_order(conn, actor, cmd, fingerprint, found)
         if existing is not None:
             return existing
         _check_customer(conn, cmd.customer_id, first.customer_found if first else None)
