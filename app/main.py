@@ -224,6 +224,12 @@ class Services:
 
     async def start(self) -> None:
         self.db.start()
+        if await self.db.autovacuum_is_off():
+            log.warning(
+                "PostgreSQL runs with autovacuum off: the planner's statistics go stale as "
+                "orders grow, and reads of order lines fall back to sequential scans. Turn "
+                "autovacuum on, or run ANALYZE regularly."
+            )
         await self.hub.start()
         await self.relay.start()
         await self.sessions.start()

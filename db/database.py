@@ -413,6 +413,13 @@ class Database:
             return self.read_engine.connect()
         return self._autocommit.use()
 
+    async def autovacuum_is_off(self) -> bool:
+        """PostgreSQL: whether the server runs without autovacuum (False on SQLite)."""
+        if self.is_sqlite:
+            return False
+        setting = await self.read_core(lambda c: c.exec_driver_sql("SHOW autovacuum").scalar())
+        return str(setting).lower() == "off"
+
     def reader(self) -> AsyncSession:
         return self.read_session()
 
