@@ -530,3 +530,50 @@ async def test_a_postgresql_connection_lost_under_the_driver_path_is_replaced(pg
     finally:
         await killer.dispose()
         await database.dispose()
+
+
+# The plan's argument function ------------------------------------------------------------
+
+_NAMES = st.sampled_from(["a", "b", "c", "order id", "it's", 'q"uote'])
+
+
+@st.composite
+def _getters_and_params(draw: st.DrawFn) -> tuple[Any, Any, dict[str, Any]]:
+    """Getters of every kind (a parameter, an item of an expanded list, a constant; with a
+    processor or without), Python-side defaults, and a parameter set they fit."""
+    params: dict[str, Any] = {}
+    getters: list[tuple[str, int, Any, Any]] = []
+    for _ in range(draw(st.integers(0, 8))):
+        name = draw(_NAMES)
+        kind = draw(st.sampled_from(["value", "item", "constant"]))
+        process = draw(st.sampled_from([None, str, lambda v: ("processed", v)]))
+        if kind == "constant":
+            getters.append((name, prepared_module._CONSTANT, None, draw(st.integers())))
+            continue
+        if kind == "item":
+            items = params.setdefault(f"{name}[]", draw(st.lists(st.integers(), min_size=1)))
+            index = draw(st.integers(0, len(items) - 1))
+            getters.append((f"{name}[]", index, process, None))
+            continue
+        params.setdefault(name, draw(st.integers() | st.text(max_size=3) | st.none()))
+        getters.append((name, -1, process, None))
+    defaults: list[tuple[str, Any]] = []
+    for name in draw(st.lists(st.sampled_from(["made", "a", "b"]), unique=True, max_size=2)):
+        value = draw(st.integers())
+        defaults.append((name, lambda value=value: ("default", value)))
+        getters.append((name, -1, None, None))
+        if draw(st.booleans()):
+            params[name] = "given"  # a default only fills a parameter left out
+    return tuple(getters), tuple(defaults), params
+
+
+@given(_getters_and_params())
+def test_the_written_out_argument_function_matches_the_loop(
+    case: tuple[Any, Any, dict[str, Any]],
+) -> None:
+    getters, defaults, params = case
+    before = dict(params)
+    made = prepared_module._args_function(getters, defaults)(params)
+    assert made == prepared_module._args_reference(getters, defaults, params)
+    assert isinstance(made, tuple) and len(made) == len(getters)
+    assert params == before  # the caller's parameters are left as they were
