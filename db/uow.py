@@ -298,7 +298,8 @@ class _GroupCommit:
     event tables and their indexes, the event counter). Use cases that queue for the write
     lock at the same moment (in the same turn of the event loop) therefore run one after
     another in one transaction, each in a savepoint, and share one commit: the shared
-    pages are written once per group.
+    pages are written once per group. Their events are the group's last writes, one
+    counter bump and one insert for all (``_write_group_events``).
 
     - Each use case is still all or nothing: one that raises is rolled back to its
       savepoint and gets its exception; the others are unaffected. Each sees the writes of
@@ -376,13 +377,13 @@ class _GroupCommit:
                     run_on_driver(raw, _SAVEPOINT, (), conn.dialect)
                     try:
                         result = item.fn(item.work)
-                        item.work._write_events()
                     except Exception as exc:
                         outcomes[n] = (item, False, exc)
                         run_on_driver(raw, _ROLLBACK_TO, (), conn.dialect)
                     else:
                         outcomes[n] = (item, True, result)
                     run_on_driver(raw, _RELEASE, (), conn.dialect)
+                _write_group_events(conn, [item.work for item, ok, _ in outcomes.values() if ok])
         except Exception:
             # Nothing of the group is kept: each item that succeeded in it, or did not
             # run, runs again alone.
@@ -404,6 +405,26 @@ class _GroupCommit:
         except Exception as exc:
             return (item, False, exc)
         return (item, True, result)
+
+
+def _write_group_events(conn: Connection, works: list[CoreWork]) -> None:
+    """The events of a group's use cases that succeeded, in their order, as the group's
+    last writes: one bump of the counter and one insert for the group, where each use case
+    took two statements of its own. (Should they fail, the group fails, and each use case
+    runs again alone.)"""
+    events = [event for work in works for event in work._events]
+    if not events:
+        return
+    last = _BUMP_COUNTER_CORE.scalar(conn, {"n": len(events)})
+    assert last is not None, "the event counter row is missing"
+    sequence = last - len(events) + 1
+    for work in works:
+        first = sequence
+        for event in work._events:
+            event["sequence"] = sequence
+            sequence += 1
+        work.sequences = list(range(first, sequence))
+    _INSERT_EVENTS_CORE.execute(conn, events)
 
 
 def _settle(future: Future[Any], exc: BaseException | None, result: Any = None) -> None:

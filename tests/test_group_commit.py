@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
+import db.uow as uow_module
 from db.database import Database
 from db.uow import CoreWork, _group_commit, run_core
 from domain.access import Principal
@@ -220,3 +221,87 @@ async def test_the_queue_does_not_keep_its_database_alive(
     del db, fixture
     gc.collect()
     assert gone() is None
+
+
+def recording(order_id: int) -> Callable[[CoreWork], Any]:
+    def fn(work: CoreWork) -> Any:
+        work.record_event(order_id, "CONFIRMED", "PENDING", "CONFIRMED", None)
+        work.record_event(order_id, "NOTE_ADDED", None, None, "two events")
+        return order_id
+
+    return fn
+
+
+async def _events(path: Path) -> list[tuple[int, int]]:
+    check = sqlite3.connect(path)
+    try:
+        return list(check.execute("SELECT sequence, order_id FROM order_event ORDER BY sequence"))
+    finally:
+        check.close()
+
+
+class _CountingScalar:
+    """A ``Prepared`` statement's ``scalar``, counted."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls = 0
+
+    def scalar(self, *args: Any) -> Any:
+        self.calls += 1
+        return self.real.scalar(*args)
+
+
+async def test_a_groups_events_are_written_once_for_all_in_order(
+    fx: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await f.warehouse(fx.db)
+    await f.product(fx.db, "TEE", "19.99")
+    await f.stock(fx.db, "TEE", "MAIN", 10)
+    ids = [(await f.order(fx.db, [("TEE", 1)], email=f"b{i}@example.com")).id for i in range(3)]
+    before = await _events(fx.path)
+    bumps = _CountingScalar(uow_module._BUMP_COUNTER_CORE)
+    monkeypatch.setattr(uow_module, "_BUMP_COUNTER_CORE", bumps)
+    published: list[list[int]] = []
+    fx.db.after_commit = lambda sequences: published.append(list(sequences))
+
+    results = await asyncio.gather(
+        run_core(fx.db, ACTOR, recording(ids[0])),
+        run_core(fx.db, ACTOR, fx.add("X", then=lambda w: (recording(ids[1])(w), boom(w)))),
+        run_core(fx.db, ACTOR, recording(ids[2])),
+        return_exceptions=True,
+    )
+
+    assert results[0] == ids[0] and results[2] == ids[2]
+    assert isinstance(results[1], RuntimeError)  # its events went with it
+    assert bumps.calls == 1 and _group_commit(fx.db).groups == 1
+    after = (await _events(fx.path))[len(before) :]
+    last = before[-1][0]
+    assert after == [(last + 1, ids[0]), (last + 2, ids[0]), (last + 3, ids[2]), (last + 4, ids[2])]
+    assert published == [[last + 1, last + 2, last + 3, last + 4]]
+
+
+async def test_when_a_groups_events_cannot_be_written_each_use_case_runs_again_alone(
+    fx: Fixture,
+) -> None:
+    await f.warehouse(fx.db)
+    await f.product(fx.db, "TEE", "19.99")
+    await f.stock(fx.db, "TEE", "MAIN", 10)
+    order_id = (await f.order(fx.db, [("TEE", 1)])).id
+    before = await _events(fx.path)
+
+    results = await asyncio.gather(
+        run_core(fx.db, ACTOR, fx.add("A", then=recording(order_id))),
+        run_core(fx.db, ACTOR, fx.add("B", then=recording(999_999))),  # no such order
+        run_core(fx.db, ACTOR, fx.add("C", then=recording(order_id))),
+        return_exceptions=True,
+    )
+
+    assert results[0] == order_id and results[2] == order_id
+    assert isinstance(results[1], IntegrityError)
+    assert fx.ran == ["A", "B", "C", "A", "B", "C"]
+    assert fx.warehouses()[-2:] == ["A", "C"]
+    last = before[-1][0]
+    after = (await _events(fx.path))[len(before) :]
+    assert [s for s, _ in after] == [last + 1, last + 2, last + 3, last + 4]
+    assert {o for _, o in after} == {order_id}
