@@ -39,6 +39,12 @@ class Fixture:
         finally:
             check.close()
 
+    async def stock_a_tee(self) -> None:
+        """A warehouse and a product, TEE, with 10 in stock there."""
+        await f.warehouse(self.db)
+        await f.product(self.db, "TEE", "19.99")
+        await f.stock(self.db, "TEE", "MAIN", 10)
+
     def add(self, code: str, then: Callable[[CoreWork], Any] | None = None) -> Any:
         """A use case: add warehouse ``code``, then ``then`` (or answer how many there are)."""
 
@@ -155,9 +161,7 @@ async def test_a_caller_cancelled_before_its_turn_is_skipped(fx: Fixture) -> Non
 async def test_orders_placed_together_are_published_once_in_sequence_order(
     fx: Fixture,
 ) -> None:
-    await f.warehouse(fx.db)
-    await f.product(fx.db, "TEE", "19.99")
-    await f.stock(fx.db, "TEE", "MAIN", 10)
+    await fx.stock_a_tee()
     published: list[list[int]] = []
     fx.db.after_commit = lambda sequences: published.append(list(sequences))
     commits_before = fx.commits
@@ -255,9 +259,7 @@ class _CountingScalar:
 async def test_a_groups_events_are_written_once_for_all_in_order(
     fx: Fixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await f.warehouse(fx.db)
-    await f.product(fx.db, "TEE", "19.99")
-    await f.stock(fx.db, "TEE", "MAIN", 10)
+    await fx.stock_a_tee()
     ids = [(await f.order(fx.db, [("TEE", 1)], email=f"b{i}@example.com")).id for i in range(3)]
     before = await _events(fx.path)
     bumps = _CountingScalar(uow_module._BUMP_COUNTER_CORE)
@@ -284,9 +286,7 @@ async def test_a_groups_events_are_written_once_for_all_in_order(
 async def test_when_a_groups_events_cannot_be_written_each_use_case_runs_again_alone(
     fx: Fixture,
 ) -> None:
-    await f.warehouse(fx.db)
-    await f.product(fx.db, "TEE", "19.99")
-    await f.stock(fx.db, "TEE", "MAIN", 10)
+    await fx.stock_a_tee()
     order_id = (await f.order(fx.db, [("TEE", 1)])).id
     before = await _events(fx.path)
 
