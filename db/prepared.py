@@ -108,7 +108,7 @@ def _args_function(
 
     Written out once per plan as straight-line code: the same loop over the getters,
     interpreted for every statement (about seventeen per ``placeOrder``), cost several
-    times as much. tests/test_prepared.py compares it with ``_args_reference``."""
+    times as much. tests/test_prepared.py compares it with that loop."""
     namespace: dict[str, Any] = {}
     body = []
     if defaults:
@@ -132,27 +132,6 @@ def _args_function(
     exec(compile(source, "<db.prepared args>", "exec"), namespace)
     function: Callable[[Params], tuple[Any, ...]] = namespace["args"]
     return function
-
-
-def _args_reference(
-    getters: tuple[tuple[str, int, _Processor, Any], ...],
-    defaults: tuple[tuple[str, Callable[[], Any]], ...],
-    params: Params,
-) -> tuple[Any, ...]:
-    """What ``_args_function``'s functions return, as a loop (for the tests)."""
-    if defaults:
-        params = dict(params)
-        for name, make in defaults:
-            if name not in params:
-                params[name] = make()
-    out = []
-    for name, index, process, constant in getters:
-        if index == _CONSTANT:
-            out.append(constant)
-            continue
-        value = params[name] if index < 0 else params[name][index]
-        out.append(value if process is None else process(value))
-    return tuple(out)
 
 
 def _default_maker(column: Any) -> Callable[[], Any] | None:

@@ -197,13 +197,7 @@ class CoreWork:
             assert sequence is not None, "the event counter row is missing"
             self.sequences = [sequence]
             return
-        last = _BUMP_COUNTER_CORE.scalar(self.conn, {"n": n})
-        assert last is not None, "the event counter row is missing"
-        first = last - n + 1
-        for offset, event in enumerate(self._events):
-            event["sequence"] = first + offset
-        _INSERT_EVENTS_CORE.execute(self.conn, self._events)
-        self.sequences = list(range(first, last + 1))
+        _write_events_of(self.conn, [self])
 
 
 def _in_transaction(conn: Connection, work: CoreWork, fn: Callable[[CoreWork], T]) -> T:
@@ -299,7 +293,7 @@ class _GroupCommit:
     lock at the same moment (in the same turn of the event loop) therefore run one after
     another in one transaction, each in a savepoint, and share one commit: the shared
     pages are written once per group. Their events are the group's last writes, one
-    counter bump and one insert for all (``_write_group_events``).
+    counter bump and one insert for all (``_write_events_of``).
 
     - Each use case is still all or nothing: one that raises is rolled back to its
       savepoint and gets its exception; the others are unaffected. Each sees the writes of
@@ -383,7 +377,7 @@ class _GroupCommit:
                     else:
                         outcomes[n] = (item, True, result)
                     run_on_driver(raw, _RELEASE, (), conn.dialect)
-                _write_group_events(conn, [item.work for item, ok, _ in outcomes.values() if ok])
+                _write_events_of(conn, [item.work for item, ok, _ in outcomes.values() if ok])
         except Exception:
             # Nothing of the group is kept: each item that succeeded in it, or did not
             # run, runs again alone.
@@ -407,11 +401,11 @@ class _GroupCommit:
         return (item, True, result)
 
 
-def _write_group_events(conn: Connection, works: list[CoreWork]) -> None:
-    """The events of a group's use cases that succeeded, in their order, as the group's
-    last writes: one bump of the counter and one insert for the group, where each use case
-    took two statements of its own. (Should they fail, the group fails, and each use case
-    runs again alone.)"""
+def _write_events_of(conn: Connection, works: list[CoreWork]) -> None:
+    """The events ``works`` recorded, in their order, as the transaction's last writes: one
+    bump of the counter and one insert for all of them (a group commit's use cases that
+    succeeded share them; should they fail, the group fails, and each use case runs again
+    alone)."""
     events = [event for work in works for event in work._events]
     if not events:
         return

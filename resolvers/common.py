@@ -5,7 +5,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, and_, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,10 +59,12 @@ async def replay(
     return None if resource_id is None else await session.get(model, resource_id)
 
 
+#: The idempotency record of key ``key`` in scope ``scope`` (parameters of those names).
+RECORD_OF_KEY = and_(
+    IdempotencyRecord.scope == bindparam("scope"), IdempotencyRecord.key == bindparam("key")
+)
 _IDEMPOTENCY_RECORD = Prepared(
-    select(IdempotencyRecord.request_hash, IdempotencyRecord.resource_id).where(
-        IdempotencyRecord.scope == bindparam("scope"), IdempotencyRecord.key == bindparam("key")
-    )
+    select(IdempotencyRecord.request_hash, IdempotencyRecord.resource_id).where(RECORD_OF_KEY)
 )
 _REMEMBER = Prepared(insert(IdempotencyRecord))
 

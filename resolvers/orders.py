@@ -17,7 +17,6 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
-    and_,
     bindparam,
     insert,
     select,
@@ -64,6 +63,7 @@ from domain.orders import (
     price_order,
 )
 from resolvers.common import (
+    RECORD_OF_KEY,
     FoundRecord,
     get_or_not_found,
     idempotency_scope,
@@ -337,15 +337,15 @@ _PRODUCTS_AND_STOCK_ROWS = (
     .where(_BY_SKUS)
 )
 _PRODUCTS_WITH_STOCK = Prepared(_PRODUCTS_AND_STOCK_ROWS)
-# The same with the idempotency key's record (scope ``i_scope``, key ``i_key``), for an
-# order that has a key.
-_RECORD = and_(
-    IdempotencyRecord.scope == bindparam("i_scope"), IdempotencyRecord.key == bindparam("i_key")
-)
+# The same with the idempotency key's record (``scope``, ``key``), for an order that has
+# a key.
 _PRODUCTS_WITH_STOCK_AND_RECORD = Prepared(
     _PRODUCTS_AND_STOCK_ROWS.add_columns(
-        select(IdempotencyRecord.request_hash).where(_RECORD).scalar_subquery().label("i_hash"),
-        select(IdempotencyRecord.resource_id).where(_RECORD).scalar_subquery().label("i_id"),
+        select(IdempotencyRecord.request_hash)
+        .where(RECORD_OF_KEY)
+        .scalar_subquery()
+        .label("i_hash"),
+        select(IdempotencyRecord.resource_id).where(RECORD_OF_KEY).scalar_subquery().label("i_id"),
     )
 )
 # NO KEY UPDATE: rows that merely reference the product are not blocked.
@@ -638,8 +638,8 @@ def _draft(
         if cmd.idempotency_key is None:
             rows = _PRODUCTS_WITH_STOCK.all(conn, params)
         else:
-            params["i_scope"] = idempotency_scope(PLACE_ORDER_SCOPE, actor)
-            params["i_key"] = cmd.idempotency_key
+            params["scope"] = idempotency_scope(PLACE_ORDER_SCOPE, actor)
+            params["key"] = cmd.idempotency_key
             rows = _PRODUCTS_WITH_STOCK_AND_RECORD.all(conn, params)
         first = rows[0] if rows else None
         found = (first.i_hash, first.i_id) if first and cmd.idempotency_key else None
