@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +25,10 @@ class LineDemand:
     allow_backorder: bool
 
 
-@dataclass(frozen=True, slots=True)
-class WarehouseRank:
+class WarehouseRank(NamedTuple):
+    """Built for every stock row an order reads: a named tuple costs a third of what a
+    frozen dataclass does to make."""
+
     warehouse_id: int
     priority: int
 

@@ -69,7 +69,7 @@ def exponent(currency: str) -> int:
 
 
 @lru_cache(maxsize=4096)
-def _amount(minor: int, currency: str) -> Decimal:
+def amount_of(minor: int, currency: str) -> Decimal:
     """The decimal amount of ``minor`` units, exponent fixed by the currency (19.90, not
     19.9). Remembered: a page of orders shows the same prices again and again, and the
     decimal arithmetic cost about 2 us each (Decimal is immutable, so sharing is safe)."""
@@ -107,7 +107,7 @@ class Money:
 
     @property
     def amount(self) -> Decimal:
-        return _amount(self.minor, self.currency)
+        return amount_of(self.minor, self.currency)
 
     def _same(self, other: Money) -> None:
         if other.currency != self.currency:

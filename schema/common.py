@@ -13,7 +13,7 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from domain.errors import DomainError, DomainErrors, ErrorCode
-from domain.money import Money as DomainMoney
+from domain.money import amount_of
 from resolvers.queries import PageArgs
 
 T = TypeVar("T")
@@ -85,7 +85,7 @@ class Money:
 
     @classmethod
     def of(cls, minor: int, currency: str) -> Money:
-        return cls(amount=DomainMoney(minor, currency).amount, currency=currency)
+        return cls(amount=amount_of(minor, currency), currency=currency)
 
 
 @strawberry.type(description="A business failure of a mutation: nothing was changed.")

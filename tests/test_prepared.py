@@ -7,7 +7,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
+from sqlalchemy.dialects.sqlite import pysqlite
 from sqlalchemy.types import JSON, DateTime
 
 import db.prepared as prepared_module
@@ -126,6 +127,7 @@ def as_tuples(rows: list[Any]) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in rows]
 
 
+SQLITE = pysqlite.dialect()
 SEED = [
     {"name": "a", "flag": True, "doc": {"k": [1, 2]}},
     {"name": "b", "flag": False, "doc": None},
@@ -598,3 +600,42 @@ def test_the_written_out_argument_function_matches_the_loop(
     assert made == _args_by_loop(getters, defaults, params)
     assert isinstance(made, tuple) and len(made) == len(getters)
     assert params == before  # the caller's parameters are left as they were
+
+
+@given(
+    moments=st.lists(st.datetimes(timezones=st.just(UTC)), min_size=1, max_size=3),
+    picks=st.lists(st.tuples(st.integers(0, 2), st.booleans()), max_size=12),
+)
+def test_a_datetime_processor_answers_again_only_for_the_very_value_it_last_had(
+    moments: list[datetime], picks: list[tuple[int, bool]]
+) -> None:
+    """Binding the same ``now`` again reuses its text; an equal moment in another zone (an
+    equal datetime, other text) or any other value is processed anew."""
+    plus_two = timezone(timedelta(hours=2))
+    pool = [m for moment in moments for m in (moment, moment.astimezone(plus_two))]
+    process = DateTime().dialect_impl(SQLITE).bind_processor(SQLITE)
+    assert process is not None
+    calls: list[datetime] = []
+
+    def counted(value: datetime) -> Any:
+        calls.append(value)
+        return process(value)
+
+    remembered = prepared_module._last_remembered(counted)
+    last: Any = None
+    for index, in_other_zone in picks:
+        value = pool[(2 * index + in_other_zone) % len(pool)]
+        before = len(calls)
+        assert remembered(value) == process(value)
+        assert len(calls) == before + (value is not last)
+        last = value
+
+
+def test_datetime_parameters_are_remembered_and_nothing_else() -> None:
+    plan = INSERT_THINGS._plan(SQLITE, SEED[2], many=False)
+    assert plan is not None
+    wrapped = {
+        name: process is not None and process.__name__ == "remembered"
+        for name, _index, process, _constant in plan.getters
+    }
+    assert wrapped["at"] and not wrapped["doc"] and not wrapped["name"]
