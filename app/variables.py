@@ -40,13 +40,22 @@ from graphql import (
     VariableDefinitionNode,
     is_leaf_type,
 )
-from graphql.execution.get_variable_signature import get_variable_signature
-from graphql.execution.values import VariableValues, VariableValuesOrErrors, VariableValueSource
+from graphql.execution.get_variable_signature import (
+    GraphQLVariableSignature,
+    get_variable_signature,
+)
+from graphql.execution.values import (
+    VariableValues,
+    VariableValuesOrErrors,
+    VariableValueSource,
+)
 from graphql.execution.values import get_variable_values as graphql_get_variable_values
 from graphql.language.parser import MAX_NESTING_DEPTH
 from graphql.pyutils import is_iterable
 from graphql.type import is_required_input_field
 from graphql.utilities.coerce_input_value import coerce_default_value
+
+from app.identity_cache import IdentityCache
 
 Coerce = Callable[[Any], Any]
 
@@ -84,17 +93,14 @@ def _compiled(
 ) -> VariableValues | None:
     """The variables' values, or None where graphql-core's path must decide (a variable
     left out, so its default or absence applies; a recursive type; an invalid value)."""
+    plan = _plans(schema, var_def_nodes)
+    if plan is None:
+        return None
     sources: dict[str, VariableValueSource] = {}
     coerced: dict[str, Any] = {}
-    for node in var_def_nodes:
-        signature = get_variable_signature(schema, node)
-        if isinstance(signature, GraphQLError):
-            return None
+    for signature, coerce in plan:
         value = inputs.get(signature.name, Undefined)
         if value is Undefined:
-            return None
-        coerce = coercer(signature.type)
-        if coerce is None:
             return None
         result = coerce(value)
         if result is Undefined:
@@ -102,6 +108,33 @@ def _compiled(
         sources[signature.name] = VariableValueSource(signature, value)
         coerced[signature.name] = result
     return VariableValues(sources, coerced)
+
+
+def _plans(
+    schema: GraphQLSchema, var_def_nodes: Collection[VariableDefinitionNode]
+) -> list[tuple[GraphQLVariableSignature, Coerce]] | None:
+    """Each declared variable's signature and coercer; None when one has neither (not an
+    input type, or a type the compiled path leaves to graphql-core). By the identity of the
+    definitions: the parser cache hands out the same document for the same text, and the
+    signatures (a type read off the AST, about 4 us a variable) are the same every time."""
+    key = (id(schema), id(var_def_nodes))
+    found: tuple[list[tuple[GraphQLVariableSignature, Coerce]] | None] | None = _PLANS.get(key)
+    if found is None:
+        plan: list[tuple[GraphQLVariableSignature, Coerce]] | None = []
+        for node in var_def_nodes:
+            signature = get_variable_signature(schema, node)
+            coerce = None if isinstance(signature, GraphQLError) else coercer(signature.type)
+            if coerce is None:
+                plan = None
+                break
+            assert plan is not None and not isinstance(signature, GraphQLError)
+            plan.append((signature, coerce))
+        found = (plan,)
+        _PLANS.put(key, (schema, var_def_nodes), found)
+    return found[0]
+
+
+_PLANS = IdentityCache(1024)
 
 
 def coercer(type_: GraphQLInputType) -> Coerce | None:

@@ -7,9 +7,9 @@ one thread, no HTTP, no GraphQL, no SQLAlchemy, as many orders as it can in the 
 each the statements ``placeOrder`` runs on SQLite for an existing customer and three
 distinct products (``tests/test_bench_rawplace.py`` compares the two statement by
 statement): read the products with their stock and the customer (the benchmark's orders
-have no idempotency key), insert the order, its lines, their allocations and the ledger
-rows, reserve with guarded updates, bump the event counter and insert the event, in one
-``BEGIN IMMEDIATE`` … ``COMMIT``, with the pragmas the app sets.
+have no idempotency key), insert the order, its lines (one statement), their allocations
+and the ledger rows, reserve with guarded updates, bump the event counter and insert the
+event, in one ``BEGIN IMMEDIATE`` … ``COMMIT``, with the pragmas the app sets.
 
 Config: ``database`` (a file path: a copy, it gains orders), ``warmup`` and ``duration`` in
 seconds, ``seed``. Prints one JSON object: orders per second (wall clock) and CPU
@@ -49,10 +49,11 @@ INSERT INTO sales_order (customer_id, channel, external_id, status, payment_stat
   payment_method, currency, subtotal_minor, shipping_minor, tax_minor, total_minor,
   shipping_address, request_hash, tracking_token, placed_at, updated_at)
 VALUES (?, 'WEB', NULL, 'PENDING', 'PENDING', 'CARD', ?, ?, 0, 0, ?, ?, ?, ?, ?, ?)"""
-INSERT_LINE = """
+INSERT_LINES = """
 INSERT INTO order_line (order_id, product_id, sku, name, quantity, unit_price_minor,
   total_minor, backordered_quantity)
-VALUES (?, ?, ?, ?, ?, ?, ?, 0) RETURNING id"""
+VALUES (?, ?, ?, ?, ?, ?, ?, 0), (?, ?, ?, ?, ?, ?, ?, 0), (?, ?, ?, ?, ?, ?, ?, 0)
+RETURNING id"""
 INSERT_ALLOCATION = (
     "INSERT INTO allocation (order_line_id, warehouse_id, quantity) VALUES (?, ?, ?)"
 )
@@ -118,13 +119,25 @@ class RawPlacer:
                     now,
                 ),
             ).lastrowid
-            line_ids = [
-                conn.execute(
-                    INSERT_LINE,
-                    (order_id, product[s][0], s, product[s][2], q, product[s][3], total),
-                ).fetchone()[0]
-                for s, q, total in zip(skus, quantities, totals, strict=True)
-            ]
+            line_ids = sorted(
+                row[0]
+                for row in conn.execute(
+                    INSERT_LINES,
+                    [
+                        value
+                        for s, q, total in zip(skus, quantities, totals, strict=True)
+                        for value in (
+                            order_id,
+                            product[s][0],
+                            s,
+                            product[s][2],
+                            q,
+                            product[s][3],
+                            total,
+                        )
+                    ],
+                )
+            )
             conn.executemany(
                 INSERT_ALLOCATION,
                 [

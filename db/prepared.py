@@ -247,8 +247,10 @@ class Prepared:
         """``_fast`` for a list of parameter sets, planned on the first: sets of different
         keys go through SQLAlchemy, whose rules and errors then apply, and so do sets that
         each return rows, except on SQLite (see the module's docstring)."""
-        if any(p.keys() != params[0].keys() for p in params):
-            return None
+        keys = params[0].keys()
+        for p in params:
+            if p.keys() != keys:
+                return None
         if not many and conn.dialect.name != "sqlite":
             return None
         return self._fast(conn, params[0], many=many)

@@ -126,6 +126,8 @@ class Money:
 
     def apply_rate(self, basis_points: int) -> Money:
         """This amount times ``basis_points / 10000``, rounded half-even to a minor unit."""
+        if basis_points == 0:  # (no tax, the default: no decimal arithmetic)
+            return Money(0, self.currency)
         exact = Decimal(self.minor) * Decimal(basis_points) / Decimal(10000)
         return Money(int(exact.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)), self.currency)
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 import strawberry
@@ -85,7 +86,14 @@ class Money:
 
     @classmethod
     def of(cls, minor: int, currency: str) -> Money:
-        return cls(amount=amount_of(minor, currency), currency=currency)
+        return _money_of(minor, currency)
+
+
+@lru_cache(maxsize=4096)
+def _money_of(minor: int, currency: str) -> Money:
+    """One Money per amount, shared by every result that shows it (a page of orders shows
+    the same prices again and again; results are never changed once made)."""
+    return Money(amount=amount_of(minor, currency), currency=currency)
 
 
 @strawberry.type(description="A business failure of a mutation: nothing was changed.")

@@ -32,6 +32,7 @@ from graphql import (
     GraphQLString,
     parse,
 )
+from graphql.execution.get_variable_signature import get_variable_signature
 from graphql.execution.values import VariableValues
 from graphql.execution.values import get_variable_values as graphql_get_variable_values
 from hypothesis import given, settings
@@ -245,3 +246,27 @@ async def test_place_orders_input_takes_the_compiled_path() -> None:
     theirs = graphql_get_variable_values(schema, nodes, body["variables"])
     assert ours is not None
     _same(ours, theirs)
+
+
+def test_one_documents_signatures_are_read_once_and_give_each_requests_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    real = get_variable_signature
+
+    def counted(schema: Any, node: Any) -> Any:
+        calls.append(node.variable.name.value)
+        return real(schema, node)
+
+    monkeypatch.setattr(variables, "get_variable_signature", counted)
+    nodes = parse(OPERATIONS["required"]).definitions[0].variable_definitions  # type: ignore[attr-defined]
+    for text in ("a", "b", "c"):
+        inputs = {"thing": {"name": text}, "text": text}
+        ours = variables._compiled(SCHEMA, nodes, inputs)
+        assert ours is not None
+        _same(ours, graphql_get_variable_values(SCHEMA, nodes, inputs))
+    assert sorted(calls) == ["text", "thing"]
+    # What the compiled path leaves to graphql-core stays left, however often it comes.
+    recursive = parse(OPERATIONS["recursive"]).definitions[0].variable_definitions  # type: ignore[attr-defined]
+    for _ in range(2):
+        assert variables._compiled(SCHEMA, recursive, {"tree": {"label": "a"}}) is None
