@@ -202,13 +202,26 @@ def _compile_value(type_: Any, inside: frozenset[str]) -> tuple[int, Coerce]:
         fields = []
         deepest = 0
         for name, field in type_.fields.items():
-            depth, coerce = _compile(field.type, inside | {type_.name})
+            non_null = isinstance(field.type, GraphQLNonNull)
+            inner_type = field.type.of_type if non_null else field.type
+            depth, inner = _compile_value(inner_type, inside | {type_.name})
             deepest = max(deepest, depth + 1)
             # graphql-core memoizes a field's coerced default on the field: taking it now
             # gives the value it would give on every request.
             required = is_required_input_field(field)
             default = Undefined if required else coerce_default_value(field)
-            fields.append(_Field(name, coerce, field.out_name or name, required, default))
+            leaf = is_leaf_type(inner_type)
+            fields.append(
+                _Field(
+                    name,
+                    non_null,
+                    leaf,
+                    inner_type.coerce_input_value if leaf else inner,
+                    field.out_name or name,
+                    required,
+                    default,
+                )
+            )
         return deepest, _input_object(type_, tuple(fields))
     assert is_leaf_type(type_), type_
     return 0, _leaf(type_)
@@ -233,6 +246,10 @@ def _list(item: Coerce) -> Coerce:
 
 class _Field(NamedTuple):
     name: str
+    non_null: bool
+    leaf: bool
+    # A leaf: its type's ``coerce_input_value``; else the coercer of the (nullable) type
+    # for values that are not null.
     coerce: Coerce
     out_name: str
     required: bool
@@ -240,40 +257,64 @@ class _Field(NamedTuple):
 
 
 def _input_object(type_: GraphQLInputObjectType, fields: tuple[_Field, ...]) -> Coerce:
-    known = type_.fields
-    one_of = type_.is_one_of
-    out_type = type_.out_type
-
-    def coerce_object(value: Any) -> Any:
-        if not isinstance(value, dict):
-            return Undefined
-        defined = 0
-        for name, field_value in value.items():
-            if field_value is Undefined:
-                continue
-            defined += 1
-            if name not in known:
-                return Undefined
-        out: dict[str, Any] = {}
-        for name, coerce, out_name, required, default in fields:
-            field_value = value.get(name, Undefined)
-            if field_value is Undefined:
-                if required:
-                    return Undefined
-                if default is not Undefined:
-                    out[out_name] = default
-                continue
-            coerced = coerce(field_value)
-            if coerced is Undefined:
-                return Undefined
-            out[out_name] = coerced
-        if one_of:
-            keys = list(out)
-            if defined != 1 or len(keys) != 1 or out[keys[0]] is None:
-                return Undefined
-        return out_type(out)
-
-    return coerce_object
+    """The coercer of an input object type's values, written out as straight-line code
+    once: what ``_compile`` and ``_leaf`` would do for each field, without a call for each
+    wrapper and leaf (a placeOrder input had taken about 11 us). It checks what
+    ``coerce_input_value`` checks, in its order: a dict, no unknown field, then each field
+    (a required one given, null only where allowed, a default where left out), then oneOf."""
+    namespace: dict[str, Any] = {
+        "U": Undefined,
+        "known": type_.fields,
+        "out_type": type_.out_type,
+    }
+    body = [
+        "if not isinstance(value, dict):",
+        "    return U",
+        "defined = 0",
+        "for name, field_value in value.items():",
+        "    if field_value is U:",
+        "        continue",
+        "    defined += 1",
+        "    if name not in known:",
+        "        return U",
+        "out = {}",
+    ]
+    for i, f in enumerate(fields):
+        namespace[f"f{i}"] = f.coerce
+        out = f"out[{f.out_name!r}]"
+        body.append(f"v = value.get({f.name!r}, U)")
+        body.append("if v is U:")
+        if f.required:
+            body.append("    return U")
+        elif f.default is not Undefined:
+            namespace[f"d{i}"] = f.default
+            body.append(f"    {out} = d{i}")
+        else:
+            body.append("    pass")
+        body.append("elif v is None:")
+        body.append("    return U" if f.non_null else f"    {out} = None")
+        body.append("else:")
+        if f.leaf:  # (_leaf: whatever the leaf raises makes the value invalid)
+            body += [
+                "    try:",
+                f"        c = f{i}(v)",
+                "    except Exception:",
+                "        return U",
+            ]
+        else:
+            body.append(f"    c = f{i}(v)")
+        body += ["    if c is U:", "        return U", f"    {out} = c"]
+    if type_.is_one_of:
+        body += [
+            "keys = list(out)",
+            "if defined != 1 or len(keys) != 1 or out[keys[0]] is None:",
+            "    return U",
+        ]
+    body.append("return out_type(out)")
+    source = "def coerce_object(value):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(source, f"<app.variables {type_.name}>", "exec"), namespace)
+    coerce: Coerce = namespace["coerce_object"]
+    return coerce
 
 
 def _leaf(type_: Any) -> Coerce:

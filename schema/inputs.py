@@ -65,43 +65,61 @@ def _converter(type_: StrawberryType | type) -> _Convert:
     if isinstance(definition, StrawberryObjectDefinition) and getattr(
         definition.from_input, "fast_input", False
     ):
-        build = definition.from_input
-        assert build is not None
-        return lambda v, c, k: build(type_, v, c)  # type: ignore[arg-type]
+        # (Looked up on every call: written out, it takes the place of the first one.)
+        return lambda v, c, k: definition.from_input(type_, v, c)  # type: ignore[misc,arg-type]
     return lambda v, c, k: c.convert(v, type_, k)
 
 
 def fast_input(cls: C) -> C:
     """Class decorator for ``@strawberry.input`` classes (put it above the Strawberry one)."""
     definition: StrawberryObjectDefinition = cls.__strawberry_definition__  # type: ignore[attr-defined]
-    plan: list[tuple[str, str, _Convert]] | None = None
-    implicit: dict[str, None] = {}
+
+    written: Any = None
 
     def from_input(type_: type, value: Mapping[str, Any], context: InputContext) -> Any:
-        nonlocal plan, implicit
-        if plan is None:
-            # Built on first use: by then every annotation the fields name is resolvable.
-            names = context.config.name_converter
-            plan = [
-                (
-                    names.from_field(f),
-                    f.python_name,
-                    _converter(f.resolve_type(type_definition=definition)),
-                )
-                for f in definition.fields
-            ]
-            # As Strawberry does: fields without a default are None unless given.
-            implicit = {
-                f.python_name: None
-                for f in definition.fields
-                if f.default_value is MISSING and f.default_factory is MISSING
-            }
-        kwargs: dict[str, Any] = dict(implicit)
-        for graphql_name, python_name, convert in plan:
-            if graphql_name in value:
-                kwargs[python_name] = convert(value[graphql_name], context, graphql_name)
-        return type_(**kwargs)
+        # Written out on first use, when every annotation the fields name is resolvable,
+        # and put in this one's place (converters made before keep calling this one).
+        nonlocal written
+        if written is not None:
+            return written(type_, value, context)
+        names = context.config.name_converter
+        fields = [
+            (
+                names.from_field(f),
+                f.python_name,
+                _converter(f.resolve_type(type_definition=definition)),
+                f.default_value is MISSING and f.default_factory is MISSING,
+            )
+            for f in definition.fields
+        ]
+        written = _written_out(fields)
+        definition.from_input = written
+        return written(type_, value, context)
 
     from_input.fast_input = True  # type: ignore[attr-defined]
     definition.from_input = from_input
     return cls
+
+
+def _written_out(fields: list[tuple[str, str, _Convert, bool]]) -> Any:
+    """``from_input`` for fields of (GraphQL name, Python name, converter, no default),
+    as straight-line code: a field given is converted (a plain value taken as it is), one
+    without a default is None unless given (as Strawberry does), and one with a default is
+    left to it. tests/test_inputs.py compares the result with Strawberry's conversion."""
+    namespace: dict[str, Any] = {}
+    body = []
+    implicit = ", ".join(f"{python!r}: None" for _, python, _, no_default in fields if no_default)
+    body.append(f"kwargs = {{{implicit}}}")
+    for i, (graphql, python, convert, _) in enumerate(fields):
+        if convert is _same:
+            value = f"value[{graphql!r}]"
+        else:
+            namespace[f"c{i}"] = convert
+            value = f"c{i}(value[{graphql!r}], context, {graphql!r})"
+        body.append(f"if {graphql!r} in value: kwargs[{python!r}] = {value}")
+    body.append("return type_(**kwargs)")
+    source = "def from_input(type_, value, context):\n" + "".join(f"    {b}\n" for b in body)
+    exec(compile(source, "<schema.inputs from_input>", "exec"), namespace)
+    function = namespace["from_input"]
+    function.fast_input = True
+    return function
