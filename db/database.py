@@ -224,9 +224,10 @@ def sqlite_on_connect(dbapi_connection: Any, wal_autocheckpoint: int | None) -> 
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    # Temporary files in memory: above all the statement journal a savepoint keeps
-    # (db.uow._GroupCommit), which would otherwise spill to a file of its own, written and
-    # synced, once it holds more than a few pages.
+    # Temporary files in memory: above all the statement journal a statement inside a
+    # transaction keeps to undo itself alone (an INSERT of many rows, say), which would
+    # otherwise spill to a file of its own, written and synced, once it holds more than a
+    # few pages.
     cursor.execute("PRAGMA temp_store=MEMORY")
     if wal_autocheckpoint is not None:
         cursor.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")

@@ -110,7 +110,29 @@ async def test_one_alone_commits_by_itself(fx: Fixture) -> None:
     assert _group_commit(fx.db).groups == 0
 
 
-async def test_a_use_case_that_fails_in_a_group_writes_nothing_and_the_others_commit(
+async def test_a_use_case_that_fails_before_writing_leaves_its_group_alone(
+    fx: Fixture,
+) -> None:
+    def refuse(work: CoreWork) -> Any:
+        fx.ran.append("refused")
+        work.conn.exec_driver_sql("SELECT count(*) FROM warehouse").scalar_one()
+        raise RuntimeError("refused")
+
+    results = await asyncio.gather(
+        run_core(fx.db, ACTOR, fx.add("A")),
+        run_core(fx.db, ACTOR, refuse),
+        run_core(fx.db, ACTOR, fx.add("C")),
+        return_exceptions=True,
+    )
+
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], RuntimeError)
+    assert fx.ran == ["A", "refused", "C"]  # nobody ran twice
+    assert fx.commits == 1 and _group_commit(fx.db).groups == 1
+    assert fx.warehouses() == ["A", "C"]
+
+
+async def test_a_use_case_that_fails_after_writing_writes_nothing_and_the_others_commit(
     fx: Fixture,
 ) -> None:
     results = await asyncio.gather(
@@ -122,8 +144,33 @@ async def test_a_use_case_that_fails_in_a_group_writes_nothing_and_the_others_co
 
     assert results[0] == 1 and results[2] == 2  # C did not see B's row
     assert isinstance(results[1], RuntimeError)
-    assert fx.commits == 1
     assert fx.warehouses() == ["A", "C"]
+    # B's row could only go with the whole group, which stopped there: A ran again, and C
+    # ran, each alone; B did not run again.
+    assert fx.ran == ["A", "B", "A", "C"]
+    assert fx.commits == 2 and _group_commit(fx.db).groups == 0
+
+
+async def test_a_use_case_whose_error_ended_the_transaction_spoils_its_group(
+    fx: Fixture,
+) -> None:
+    def rolled_back(work: CoreWork) -> Any:
+        # What SQLite does itself on some errors (a full disk, say): the transaction ends.
+        work.conn.connection.dbapi_connection.execute("ROLLBACK")  # type: ignore[union-attr]
+        raise sqlite3.OperationalError("database or disk is full")
+
+    results = await asyncio.gather(
+        run_core(fx.db, ACTOR, fx.add("A")),
+        run_core(fx.db, ACTOR, rolled_back),
+        run_core(fx.db, ACTOR, fx.add("C")),
+        return_exceptions=True,
+    )
+
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], sqlite3.OperationalError)
+    assert fx.warehouses() == ["A", "C"]  # A's row, rolled back with the group, written again
+    assert fx.ran == ["A", "A", "C"]  # the group stopped there; A and C then ran alone
+    assert fx.commits == 2 and _group_commit(fx.db).groups == 0
 
 
 async def test_when_the_shared_commit_fails_each_use_case_runs_again_alone(fx: Fixture) -> None:
@@ -194,7 +241,7 @@ async def test_a_failed_commit_leaves_the_kept_connection_usable(fx: Fixture) ->
 
 
 async def test_temporary_files_are_kept_in_memory(fx: Fixture) -> None:
-    # A savepoint's statement journal would otherwise spill to a file, written and synced.
+    # A statement journal would otherwise spill to a file, written and synced.
     def temp_store(work: CoreWork) -> Any:
         return work.conn.exec_driver_sql("PRAGMA temp_store").scalar_one()
 
@@ -269,7 +316,8 @@ async def test_a_groups_events_are_written_once_for_all_in_order(
 
     results = await asyncio.gather(
         run_core(fx.db, ACTOR, recording(ids[0])),
-        run_core(fx.db, ACTOR, fx.add("X", then=lambda w: (recording(ids[1])(w), boom(w)))),
+        # It records events, then fails (before writing a row: the group goes on).
+        run_core(fx.db, ACTOR, lambda w: (recording(ids[1])(w), boom(w))),
         run_core(fx.db, ACTOR, recording(ids[2])),
         return_exceptions=True,
     )
