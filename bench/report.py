@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from statistics import median
 from typing import Any
 
 PLACE_VS_TRIVIAL = 0.4
@@ -36,10 +37,23 @@ def _place_rounds(place: dict[str, Any]) -> str:
     if not rounds:
         return ""
     ratios = ", ".join(_num(r["ratio"], 3) for r in rounds)
-    return (
+    text = (
         f"; ratio: median of {len(rounds)} alternating rounds ({ratios}), "
         f"one window {_num(place.get('ratio_one_window'), 3)}"
     )
+    cpu = place.get("cpu_ratio_to_trivial")
+    if cpu is not None:
+        per_order = median(
+            r["server_cpu_us_per_order"] for r in rounds if r.get("server_cpu_us_per_order")
+        )
+        per_trivial = median(
+            r["server_cpu_us_per_trivial"] for r in rounds if r.get("server_cpu_us_per_trivial")
+        )
+        text += (
+            f"; by server CPU per request, {_num(cpu, 3)} "
+            f"({_num(per_trivial, 0)} us per trivial request, {_num(per_order, 0)} us per order)"
+        )
+    return text
 
 
 def _raw_writes(place: dict[str, Any]) -> str:

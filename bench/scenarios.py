@@ -226,6 +226,7 @@ def place(ctx: Context) -> dict[str, Any]:
             )
     one_window = _ratio(p["rate"], top["rate"])
     ratios = [r["ratio"] for r in rounds if r["ratio"] is not None]
+    cpu_ratios = [r["cpu_ratio"] for r in rounds if r["cpu_ratio"] is not None]
     trivial_rates = [r["trivial_rps"] for r in rounds if r["trivial_rps"]]
     raw = (
         raw_sqlite_writes(ctx, median(trivial_rates) or top["rate"])
@@ -248,6 +249,9 @@ def place(ctx: Context) -> dict[str, Any]:
         "ratio_to_trivial": median(ratios) if ratios else one_window,
         "ratio_one_window": one_window,
         "ratio_rounds": rounds,
+        # The same from the servers' CPU time per request, for the record (the target is
+        # the ratio of rates).
+        "cpu_ratio_to_trivial": median(cpu_ratios) if cpu_ratios else None,
         "raw_sqlite": raw,
         "consistency": consistency,
         "postgres_sessions": activity.summary() if activity is not None else None,
@@ -264,6 +268,7 @@ def place_ratio_rounds(ctx: Context) -> list[dict[str, Any]]:
     rounds: list[dict[str, Any]] = []
     for _ in range(s.place_ratio_rounds):
         windows: dict[str, dict[str, Any]] = {}
+        cpu: dict[str, float | None] = {}
         for kind, concurrency in (
             ("trivial", s.trivial_concurrency),
             ("place", s.place_concurrency),
@@ -276,18 +281,31 @@ def place_ratio_rounds(ctx: Context) -> list[dict[str, Any]]:
                 duration=s.place_ratio_window_s,
             )
             windows[kind] = _kind(result, kind)
+            cpu[kind] = _cpu_us_per_request(result, windows[kind]["rate"])
         trivial, orders = windows["trivial"], windows["place"]
         rounds.append(
             {
                 "trivial_rps": trivial["rate"],
                 "orders_per_s": orders["rate"],
                 "ratio": _ratio(orders["rate"], trivial["rate"]),
+                "server_cpu_us_per_trivial": cpu["trivial"],
+                "server_cpu_us_per_order": cpu["place"],
+                "cpu_ratio": _ratio(cpu["trivial"], cpu["place"]),
                 "failed": orders["failed_total"],
                 "ok_total": orders["ok_total"],
                 "distinct_orders": orders["distinct_orders"],
             }
         )
     return rounds
+
+
+def _cpu_us_per_request(result: dict[str, Any], rate: float | None) -> float | None:
+    """The servers' CPU time per request of a window: what a request costs, whatever share
+    of the cores the VM gave the servers meanwhile (its rate moves with that share)."""
+    cores = result.get("server_cpu_cores")
+    if not cores or not rate:
+        return None
+    return round(float(cores) / rate * 1e6, 1)
 
 
 def raw_sqlite_writes(ctx: Context, trivial_rps: float | None) -> dict[str, Any]:

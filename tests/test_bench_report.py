@@ -122,6 +122,24 @@ def test_place_target_is_the_median_of_the_alternating_rounds() -> None:
     assert "median of 3 alternating rounds (0.410, 0.300, 0.400)" in render_table(results)
 
 
+def test_place_reports_the_ratio_by_server_cpu_per_request_beside_the_target() -> None:
+    results = _results([(200.0, 220.0)])
+    place = _place([(2000.0, 820.0), (3000.0, 900.0)])
+    cpu = [(300.0, 750.0), (320.0, 700.0)]
+    for r, (trivial_us, order_us) in zip(place["ratio_rounds"], cpu, strict=True):
+        r["server_cpu_us_per_trivial"] = trivial_us
+        r["server_cpu_us_per_order"] = order_us
+        r["cpu_ratio"] = round(trivial_us / order_us, 3)
+    place["cpu_ratio_to_trivial"] = median([0.4, round(320.0 / 700.0, 3)])
+    results["backends"]["sqlite"] = {"scenarios": {"place": place}}
+    [target] = [t for t in evaluate_targets(results) if t["name"].startswith("place vs")]
+    assert target["measured"] == place["ratio_to_trivial"]  # the target stays the rates'
+    assert (
+        "by server CPU per request, 0.428 (310 us per trivial request, 725 us per order)"
+        in (target["detail"])
+    )
+
+
 def test_place_reports_what_raw_sqlite3_writes_allow() -> None:
     results = _results([(200.0, 220.0)])
     place = _place([(2500.0, 650.0)])
