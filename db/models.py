@@ -162,6 +162,8 @@ class Order(Base):
     tax_minor: Mapped[int] = mapped_column(BigInteger)
     total_minor: Mapped[int] = mapped_column(BigInteger)
     shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The placing request's fingerprint, to tell its retry from another request; empty for
+    # an order with neither an idempotency key nor an external id (none can replay it).
     request_hash: Mapped[str] = mapped_column(String(64))
     # Unguessable: whoever holds it may follow the order's delivery (a tracking link).
     tracking_token: Mapped[str | None] = mapped_column(String(64))

@@ -35,6 +35,7 @@ from domain.orders import PaymentMethod, PricingPolicy, SalesChannel, format_ord
 from resolvers.common import request_hash
 from resolvers.customers import NewCustomer
 from resolvers.orders import (
+    NOT_REPLAYABLE,
     LineInput,
     PlacedOrder,
     PlaceOrderCommand,
@@ -725,6 +726,29 @@ async def test_the_placed_order_is_the_stored_order_column_for_column(db: Databa
     assert sorted(PlacedOrder._fields) == sorted(columns)
     assert stored is not None
     assert placed == PlacedOrder(**{name: getattr(stored, name) for name in columns})
+
+
+async def test_only_an_order_that_can_be_replayed_keeps_its_requests_fingerprint(
+    db: Database,
+) -> None:
+    await seed(db, {("TEE", "NEAR"): 9}, TEE="19.99")
+    plain = await f.order(db, [("TEE", 1)])
+    keyed = await f.order(db, [("TEE", 1)], idempotency_key="k-1")
+    external = await f.order(db, [("TEE", 1)], external_id="ext-1")
+
+    async with db.reader() as s:
+        stored = dict(
+            (await s.execute(select(Order.id, Order.request_hash).order_by(Order.id))).all()
+        )
+    assert stored[plain.id] == NOT_REPLAYABLE == plain.request_hash
+    assert len(stored[keyed.id]) == len(stored[external.id]) == 64
+    assert stored[keyed.id] != stored[external.id]
+    # The external id's replay still compares fingerprints: the same request returns the
+    # order, another one is refused.
+    assert (await f.order(db, [("TEE", 1)], external_id="ext-1")).id == external.id
+    with pytest.raises(DomainError) as caught:
+        await f.order(db, [("TEE", 2)], external_id="ext-1")
+    assert caught.value.code == ErrorCode.DUPLICATE_EXTERNAL_ID
 
 
 async def test_place_order_idempotency_key_reused_for_other_input(db: Database) -> None:
