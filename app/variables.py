@@ -120,18 +120,24 @@ def _plans(
     key = (id(schema), id(var_def_nodes))
     found: tuple[list[tuple[GraphQLVariableSignature, Coerce]] | None] | None = _PLANS.get(key)
     if found is None:
-        plan: list[tuple[GraphQLVariableSignature, Coerce]] | None = []
-        for node in var_def_nodes:
-            signature = get_variable_signature(schema, node)
-            coerce = None if isinstance(signature, GraphQLError) else coercer(signature.type)
-            if coerce is None:
-                plan = None
-                break
-            assert plan is not None and not isinstance(signature, GraphQLError)
-            plan.append((signature, coerce))
-        found = (plan,)
+        found = (_plan(schema, var_def_nodes),)
         _PLANS.put(key, (schema, var_def_nodes), found)
     return found[0]
+
+
+def _plan(
+    schema: GraphQLSchema, var_def_nodes: Collection[VariableDefinitionNode]
+) -> list[tuple[GraphQLVariableSignature, Coerce]] | None:
+    plan = []
+    for node in var_def_nodes:
+        signature = get_variable_signature(schema, node)
+        if isinstance(signature, GraphQLError):
+            return None
+        coerce = coercer(signature.type)
+        if coerce is None:
+            return None
+        plan.append((signature, coerce))
+    return plan
 
 
 _PLANS = IdentityCache(1024)

@@ -78,7 +78,7 @@ def fast_input(cls: C) -> C:
 
     def from_input(type_: type, value: Mapping[str, Any], context: InputContext) -> Any:
         # Written out on first use, when every annotation the fields name is resolvable,
-        # and put in this one's place (converters made before keep calling this one).
+        # and put in this one's place (whoever kept this one still gets it written out).
         nonlocal written
         if written is not None:
             return written(type_, value, context)

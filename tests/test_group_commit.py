@@ -45,6 +45,18 @@ class Fixture:
         await f.product(self.db, "TEE", "19.99")
         await f.stock(self.db, "TEE", "MAIN", 10)
 
+    async def between_a_and_c(self, middle: Callable[[CoreWork], Any]) -> list[Any]:
+        """``middle`` queued between adding warehouses A and C: one group, unless it
+        spoils it; each one's result or exception."""
+        return list(
+            await asyncio.gather(
+                run_core(self.db, ACTOR, self.add("A")),
+                run_core(self.db, ACTOR, middle),
+                run_core(self.db, ACTOR, self.add("C")),
+                return_exceptions=True,
+            )
+        )
+
     def add(self, code: str, then: Callable[[CoreWork], Any] | None = None) -> Any:
         """A use case: add warehouse ``code``, then ``then`` (or answer how many there are)."""
 
@@ -118,12 +130,7 @@ async def test_a_use_case_that_fails_before_writing_leaves_its_group_alone(
         work.conn.exec_driver_sql("SELECT count(*) FROM warehouse").scalar_one()
         raise RuntimeError("refused")
 
-    results = await asyncio.gather(
-        run_core(fx.db, ACTOR, fx.add("A")),
-        run_core(fx.db, ACTOR, refuse),
-        run_core(fx.db, ACTOR, fx.add("C")),
-        return_exceptions=True,
-    )
+    results = await fx.between_a_and_c(refuse)
 
     assert results[0] == 1 and results[2] == 2
     assert isinstance(results[1], RuntimeError)
@@ -135,12 +142,7 @@ async def test_a_use_case_that_fails_before_writing_leaves_its_group_alone(
 async def test_a_use_case_that_fails_after_writing_writes_nothing_and_the_others_commit(
     fx: Fixture,
 ) -> None:
-    results = await asyncio.gather(
-        run_core(fx.db, ACTOR, fx.add("A")),
-        run_core(fx.db, ACTOR, fx.add("B", then=boom)),
-        run_core(fx.db, ACTOR, fx.add("C")),
-        return_exceptions=True,
-    )
+    results = await fx.between_a_and_c(fx.add("B", then=boom))
 
     assert results[0] == 1 and results[2] == 2  # C did not see B's row
     assert isinstance(results[1], RuntimeError)
@@ -159,12 +161,7 @@ async def test_a_use_case_whose_error_ended_the_transaction_spoils_its_group(
         work.conn.connection.dbapi_connection.execute("ROLLBACK")  # type: ignore[union-attr]
         raise sqlite3.OperationalError("database or disk is full")
 
-    results = await asyncio.gather(
-        run_core(fx.db, ACTOR, fx.add("A")),
-        run_core(fx.db, ACTOR, rolled_back),
-        run_core(fx.db, ACTOR, fx.add("C")),
-        return_exceptions=True,
-    )
+    results = await fx.between_a_and_c(rolled_back)
 
     assert results[0] == 1 and results[2] == 2
     assert isinstance(results[1], sqlite3.OperationalError)
@@ -174,12 +171,7 @@ async def test_a_use_case_whose_error_ended_the_transaction_spoils_its_group(
 
 
 async def test_when_the_shared_commit_fails_each_use_case_runs_again_alone(fx: Fixture) -> None:
-    results = await asyncio.gather(
-        run_core(fx.db, ACTOR, fx.add("A")),
-        run_core(fx.db, ACTOR, fx.add("B", then=orphan_at_commit)),
-        run_core(fx.db, ACTOR, fx.add("C")),
-        return_exceptions=True,
-    )
+    results = await fx.between_a_and_c(fx.add("B", then=orphan_at_commit))
 
     # The same outcomes as three transactions of their own: only B fails, at its commit.
     assert results[0] == 1 and results[2] == 2
