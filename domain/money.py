@@ -68,6 +68,12 @@ def exponent(currency: str) -> int:
     return _EXPONENTS.get(currency, 2)
 
 
+def same_currency(currency: str, other: str) -> None:
+    """Raises MoneyError unless amounts in ``currency`` and ``other`` can be combined."""
+    if other != currency:
+        raise MoneyError(f"cannot combine {currency} and {other}")
+
+
 @lru_cache(maxsize=4096)
 def amount_of(minor: int, currency: str) -> Decimal:
     """The decimal amount of ``minor`` units, exponent fixed by the currency (19.90, not
@@ -110,8 +116,7 @@ class Money:
         return amount_of(self.minor, self.currency)
 
     def _same(self, other: Money) -> None:
-        if other.currency != self.currency:
-            raise MoneyError(f"cannot combine {self.currency} and {other.currency}")
+        same_currency(self.currency, other.currency)
 
     def __add__(self, other: Money) -> Money:
         self._same(other)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from domain.errors import DomainError, ErrorCode
-from domain.money import Money, MoneyError
+from domain.money import Money, same_currency
 
 
 class OrderStatus(StrEnum):
@@ -142,8 +142,7 @@ def price_order(line_totals: list[Money], currency: str, policy: PricingPolicy) 
     # In minor units, with one Money per total: a Money per step cost half the time.
     subtotal = 0
     for line_total in line_totals:
-        if line_total.currency != currency:
-            raise MoneyError(f"cannot combine {currency} and {line_total.currency}")
+        same_currency(currency, line_total.currency)
         subtotal += line_total.minor
     free = subtotal >= policy.free_shipping_from_minor or subtotal == 0
     shipping = 0 if free else policy.flat_shipping_minor
